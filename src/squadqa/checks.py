@@ -93,3 +93,68 @@ def _answer_tokens(features: Features, example_index: int) -> int:
         if features.start_positions[f] != 0:
             return int(features.end_positions[f] - features.start_positions[f] + 1)
     return 0
+
+
+def overfit_check(
+    n_examples: int = 32,
+    epochs: int = 60,
+    data: str = "sample",
+    target_em: float = 95.0,
+    runs_dir: str | None = None,
+    overrides: Sequence[str] = (),
+) -> dict:
+    """Train a small model on `n_examples` and score it on the same examples.
+
+    A model and training loop that cannot memorise 32 examples cannot learn SQuAD: the check the
+    seed project failed. Returns {"passed", "exact_match", "f1", "epochs", "message", "run_dir"}.
+    """
+    import tempfile
+    from pathlib import Path
+
+    import keras
+
+    from squadqa.config import load_config
+    from squadqa.data import load_squad, write_squad
+    from squadqa.train import train
+
+    examples = load_squad(data, max_samples=n_examples).examples
+    workdir = Path(runs_dir or tempfile.mkdtemp(prefix="squadqa-sanity-"))
+    subset = write_squad(examples, workdir / "subset.json")
+    settings = [
+        f'name="sanity-{keras.backend.backend()}"',
+        f'data.train="{subset}"',
+        f'data.dev="{subset}"',
+        "tokenizer.vocab_size=2000",
+        "features.max_seq_length=256",
+        "model.hidden_size=128",
+        "model.num_layers=2",
+        "model.num_heads=4",
+        "model.intermediate_size=256",
+        "model.hidden_dropout=0.0",
+        "model.attention_dropout=0.0",
+        f"train.epochs={epochs}",
+        "train.batch_size=16",
+        "train.learning_rate=0.002",
+        "train.warmup_ratio=0.05",
+        'train.schedule="constant"',
+        "train.weight_decay=0.0",
+        "train.early_stopping_patience=0",
+        *overrides,
+    ]
+    status = train(load_config(None, settings), workdir)
+    em, f1 = status["best_dev_exact_match"], status["best_dev_f1"]
+    passed = em >= target_em
+    verdict = "PASSED" if passed else "FAILED"
+    message = (
+        f"sanity {verdict}: after {status['epochs_run']} epochs the model reproduces "
+        f"{len(examples)} training examples with EM {em:.1f} / F1 {f1:.1f} "
+        f"(target EM >= {target_em}) on the {keras.backend.backend()} backend; run: {workdir}"
+    )
+    return {
+        "passed": passed,
+        "exact_match": em,
+        "f1": f1,
+        "epochs": status["epochs_run"],
+        "message": message,
+        "run_dir": str(workdir),
+    }

@@ -15,6 +15,9 @@ from typing import Any
 from squadqa.model import QAConfig
 
 
+DEFAULT_MODEL = {"hidden_size": 256, "num_layers": 4, "num_heads": 4, "intermediate_size": 1024}
+
+
 @dataclass
 class DataConfig:
     train: str = "sample"  # a SQuAD JSON path (plain or .gz), or "sample" for the bundled one
@@ -78,7 +81,8 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     features: FeaturesSection = field(default_factory=FeaturesSection)
-    model: QAConfig = field(default_factory=QAConfig)
+    # QAConfig fields except vocab_size, which comes from the tokenizer.
+    model: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_MODEL))
     train: TrainConfig = field(default_factory=TrainConfig)
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
@@ -94,8 +98,10 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
     for key, value in values.items():
         if key not in known:
             raise ValueError(f"{where}: unknown key '{key}' (known: {', '.join(known)})")
-        default = getattr(cls(), key) if _has_defaults(cls) else None
-        if dataclasses.is_dataclass(default):
+        default = getattr(cls(), key)
+        if key == "model" and cls is RunConfig:
+            kwargs[key] = _model_section(value, f"{where}.model")
+        elif dataclasses.is_dataclass(default):
             if not isinstance(value, dict):
                 raise ValueError(f"{where}: '{key}' must be a table, got {value!r}")
             kwargs[key] = _build(type(default), value, f"{where}.{key}")
@@ -104,11 +110,17 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
     return cls(**kwargs)
 
 
-def _has_defaults(cls: type) -> bool:
-    return all(
-        f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
-        for f in dataclasses.fields(cls)
-    )
+def _model_section(values: Any, where: str) -> dict[str, Any]:
+    """Architecture keys, checked against QAConfig (vocab_size comes from the tokenizer)."""
+    if not isinstance(values, dict):
+        raise ValueError(f"{where} must be a table, got {values!r}")
+    known = {f.name for f in dataclasses.fields(QAConfig)} - {"vocab_size"}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown} (known: {', '.join(sorted(known))})")
+    merged = {**DEFAULT_MODEL, **values}
+    QAConfig(vocab_size=1000, **merged)  # validates values, naming the bad field
+    return merged
 
 
 def _coerce(value: Any, default: Any, where: str) -> Any:
@@ -116,9 +128,7 @@ def _coerce(value: Any, default: Any, where: str) -> Any:
         return value
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    raise ValueError(
-        f"{where} must be {type(default).__name__} (like {default!r}), got {value!r}"
-    )
+    raise ValueError(f"{where} must be {type(default).__name__} (like {default!r}), got {value!r}")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -148,8 +148,9 @@ def _featurize(
     contexts = list(context_index)
     context_encodings = tokenizer.encode_batch(contexts)
     context_ids = [np.asarray(e.ids, dtype=np.int32) for e in context_encodings]
-    context_offsets = [np.asarray(e.offsets, dtype=np.int32).reshape(-1, 2) for e in
-                       context_encodings]
+    context_offsets = [
+        np.asarray(e.offsets, dtype=np.int32).reshape(-1, 2) for e in context_encodings
+    ]
     question_encodings = tokenizer.encode_batch([e.question for e in examples])
 
     cls = np.array([tokenizer.cls_id], dtype=np.int32)
@@ -254,9 +255,7 @@ def _load_cache(path: Path) -> Features:
     with np.load(path) as data:
         bounds = np.cumsum(data["lengths"])[:-1]
         stats = json.loads(str(data["stats"]))
-        stats["windows_per_example"] = {
-            int(k): v for k, v in stats["windows_per_example"].items()
-        }
+        stats["windows_per_example"] = {int(k): v for k, v in stats["windows_per_example"].items()}
         return Features(
             input_ids=np.split(data["input_ids"], bounds),
             context_start=data["context_start"],

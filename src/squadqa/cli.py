@@ -1,0 +1,238 @@
+"""`squadqa` command line: data, tokenizer, checks, training, evaluation, runs and serving."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import squadqa  # noqa: F401  (sets the default Keras backend before anything imports keras)
+
+
+def _cmd_data_stats(args: argparse.Namespace) -> int:
+    from squadqa.data import load_squad
+
+    data = load_squad(args.file, strict=args.strict, skip_invalid=args.skip_invalid)
+    print(data.stats.summary())
+    for line in [*data.repairs, *data.problems]:
+        print(f"  {line}")
+    return 0
+
+
+def _cmd_tokenizer_train(args: argparse.Namespace) -> int:
+    from squadqa.data import load_squad
+    from squadqa.tokenization import train_wordpiece, training_texts
+
+    data = load_squad(args.data)
+    tokenizer = train_wordpiece(training_texts(data.examples), args.vocab_size)
+    path = tokenizer.save(args.out)
+    print(f"trained a {tokenizer.vocab_size}-token WordPiece vocabulary on {data.stats.summary()}")
+    print(f"saved {path}")
+    return 0
+
+
+def _feature_config(args: argparse.Namespace):
+    from squadqa.features import FeatureConfig
+
+    return FeatureConfig(args.max_seq_length, args.doc_stride, args.max_query_length)
+
+
+def _tokenizer(path: str | None):
+    from squadqa.tokenization import load_tokenizer
+
+    if path:
+        return load_tokenizer(path)
+    from squadqa.pretrained import checkpoint_dir
+
+    return load_tokenizer(checkpoint_dir(None))
+
+
+def _cmd_roundtrip(args: argparse.Namespace) -> int:
+    from squadqa.checks import label_round_trip
+    from squadqa.data import load_squad
+    from squadqa.postprocess import SpanConfig
+
+    examples = load_squad(args.data).examples
+    result = label_round_trip(
+        examples,
+        _tokenizer(args.tokenizer),
+        _feature_config(args),
+        SpanConfig(max_answer_length=args.max_answer_length),
+    )
+    print(result.report())
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from squadqa.evaluation import evaluate_files
+
+    result = evaluate_files(args.data, args.predictions, args.na_prob_file, args.na_prob_thresh)
+    print(json.dumps(result))
+    return 0
+
+
+def _cmd_baseline(args: argparse.Namespace) -> int:
+    from squadqa import baselines
+    from squadqa.data import gold_answers, load_squad
+    from squadqa.evaluation import evaluate_v1
+
+    examples = load_squad(args.data).examples
+    method = {
+        "sliding-window": baselines.sliding_window_baseline,
+        "first-sentence": baselines.first_sentence_overlap_baseline,
+    }[args.method]
+    predictions = method(examples)
+    if args.out:
+        Path(args.out).write_text(json.dumps(predictions, indent=1, ensure_ascii=False))
+    print(json.dumps(evaluate_v1(gold_answers(examples), predictions)))
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from squadqa.config import load_config
+    from squadqa.train import train
+
+    overrides = list(args.set or [])
+    if args.init:
+        overrides.append(f'train.init="{args.init}"')
+    if args.tracking:
+        overrides.append(f'tracking.backend="{args.tracking}"')
+    if args.resume and args.config is None and args.name is None:
+        raise SystemExit("--resume needs --name NAME (or --config) to find the run")
+    if args.name:
+        overrides.append(f'name="{args.name}"')
+    config = load_config(args.config, overrides)
+    status = train(config, args.runs_dir, resume=args.resume)
+    print(
+        json.dumps(
+            {
+                k: status.get(k)
+                for k in (
+                    "status",
+                    "epochs_run",
+                    "best_epoch",
+                    "best_dev_exact_match",
+                    "best_dev_f1",
+                    "wall_time_s",
+                    "parameters",
+                )
+            }
+        )
+    )
+    return 0
+
+
+def _cmd_sanity(args: argparse.Namespace) -> int:
+    from squadqa.checks import overfit_check
+
+    result = overfit_check(n_examples=args.examples, epochs=args.epochs, data=args.data)
+    print(result["message"])
+    return 0 if result["passed"] else 1
+
+
+def _cmd_runs(args: argparse.Namespace) -> int:
+    from squadqa.runs import runs_command
+
+    return runs_command(args.runs_dir, args.sort, args.format)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from squadqa.report import report_command
+
+    return report_command(args.run_dirs, args.out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="squadqa", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="inspect SQuAD files").add_subparsers(
+        dest="data_command", required=True
+    )
+    stats = data.add_parser("stats", help="validate a SQuAD JSON file and print its summary")
+    stats.add_argument("file", help="SQuAD v1.1/v2.0 JSON (plain or .gz), or 'sample'")
+    stats.add_argument("--strict", action="store_true", help="misplaced answers are errors")
+    stats.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="drop (and count) invalid questions instead of failing",
+    )
+    stats.set_defaults(func=_cmd_data_stats)
+
+    tok = sub.add_parser("tokenizer", help="tokenizers").add_subparsers(
+        dest="tokenizer_command", required=True
+    )
+    tok_train = tok.add_parser("train", help="train a WordPiece vocabulary on a data file")
+    tok_train.add_argument("--data", required=True)
+    tok_train.add_argument("--vocab-size", type=int, default=8000)
+    tok_train.add_argument("--out", required=True, help="directory for tokenizer.json")
+    tok_train.set_defaults(func=_cmd_tokenizer_train)
+
+    rt = sub.add_parser("roundtrip", help="gold labels -> post-processing -> EM: the label check")
+    rt.add_argument("data")
+    rt.add_argument("--tokenizer", help="tokenizer.json / vocab.txt (default: MiniLM's BERT vocab)")
+    rt.add_argument("--max-seq-length", type=int, default=384)
+    rt.add_argument("--doc-stride", type=int, default=128)
+    rt.add_argument("--max-query-length", type=int, default=64)
+    rt.add_argument("--max-answer-length", type=int, default=30)
+    rt.set_defaults(func=_cmd_roundtrip)
+
+    ev = sub.add_parser("evaluate", help="official SQuAD v1.1/v2.0 evaluation")
+    ev.add_argument("data")
+    ev.add_argument("predictions")
+    ev.add_argument("--na-prob-file", help="SQuAD 2.0: id -> no-answer probability")
+    ev.add_argument("--na-prob-thresh", type=float, default=1.0)
+    ev.set_defaults(func=_cmd_evaluate)
+
+    bl = sub.add_parser("baseline", help="score a non-learned baseline")
+    bl.add_argument("method", choices=["sliding-window", "first-sentence"])
+    bl.add_argument("--data", required=True)
+    bl.add_argument("--out", help="write predictions.json here")
+    bl.set_defaults(func=_cmd_baseline)
+
+    tr = sub.add_parser("train", help="train and evaluate a model; writes runs/NAME/")
+    tr.add_argument("--config", help="TOML config (configs/*.toml)")
+    tr.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.epochs=3 (repeatable)",
+    )
+    tr.add_argument("--name", help="run name (= --set name=...)")
+    tr.add_argument("--init", help="scratch | pretrained | pretrained:PATH")
+    tr.add_argument("--tracking", choices=["none", "wandb"])
+    tr.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    tr.add_argument("--runs-dir", default="runs")
+    tr.set_defaults(func=_cmd_train)
+
+    sa = sub.add_parser("sanity", help="overfit a few examples: proves the model can learn")
+    sa.add_argument("--examples", type=int, default=32)
+    sa.add_argument("--epochs", type=int, default=60)
+    sa.add_argument("--data", default="sample")
+    sa.set_defaults(func=_cmd_sanity)
+
+    ru = sub.add_parser("runs", help="table of runs")
+    ru.add_argument("runs_dir", nargs="?", default="runs")
+    ru.add_argument("--sort", default="f1")
+    ru.add_argument("--format", choices=["md", "csv"], default="md")
+    ru.set_defaults(func=_cmd_runs)
+
+    rp = sub.add_parser("report", help="report.md + plots + error analysis of runs")
+    rp.add_argument("run_dirs", nargs="+")
+    rp.add_argument("--out", help="output directory (default: the first run's)")
+    rp.set_defaults(func=_cmd_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        print(f"squadqa {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
