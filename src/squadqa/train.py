@@ -127,18 +127,18 @@ class TrainBatches(keras.utils.PyDataset):
         self.features, self.pad_id, self.batch_size = features, pad_id, batch_size
         self.seed, self.multiple = seed, multiple
         self.lengths = features.lengths
-        self.tokens = 0  # real (non-padding) tokens served, for tokens/s
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
         self.order = batch_order(self.lengths, self.batch_size, True, self.seed * 1000 + epoch)
+        # Real (non-padding) tokens after each batch of this epoch, for tokens/s.
+        self.cumulative_tokens = np.cumsum([int(self.lengths[b].sum()) for b in self.order])
 
     def __len__(self) -> int:
         return len(self.order)
 
     def __getitem__(self, index: int) -> tuple[dict, dict]:
         indices = self.order[index]
-        self.tokens += int(self.lengths[indices].sum())
         inputs = pad_batch(self.features, indices, self.pad_id, self.multiple)
         targets = {
             "start_logits": self.features.start_positions[indices],
@@ -280,11 +280,13 @@ def compile_model(model: QATransformer, config: RunConfig, steps_per_epoch: int)
     optimizer.build(model.trainable_variables)
 
 
-def seed_dropout(model: keras.Model, seed: int, epoch: int) -> None:
-    """Reset every dropout RNG to a state that depends only on (seed, epoch, layer order).
+def seed_epoch(model: keras.Model, seed: int, epoch: int) -> None:
+    """Make an epoch's randomness depend only on (seed, epoch), resumed or not.
 
-    Keeps an epoch's randomness the same whether the run went straight through or resumed.
+    Reseeds the global RNGs (Python, numpy, the backend: torch's unseeded dropout fast path
+    draws from its global generator) and every Keras SeedGenerator of the model.
     """
+    keras.utils.set_random_seed(seed * 1000 + epoch)
     generators = []
     for layer in model._flatten_layers(include_self=True, recursive=True):
         generators.extend(getattr(layer, "_seed_generators", []))
@@ -350,6 +352,17 @@ def evaluate_dev(prep: Prepared, model: keras.Model) -> tuple[dict, Predictions,
     return metrics, predictions, mean_span_loss(prep.dev_features, starts, ends)
 
 
+class EpochSeed(keras.callbacks.Callback):
+    """Reseed at the start of each epoch, after `fit`'s own set-up has drawn from the RNGs."""
+
+    def __init__(self, seed: int):
+        super().__init__()
+        self.seed = seed
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        seed_epoch(self.model, self.seed, epoch)
+
+
 class ProgressBar(keras.callbacks.Callback):
     """tqdm bar per epoch with loss and training tokens/s."""
 
@@ -367,14 +380,13 @@ class ProgressBar(keras.callbacks.Callback):
             mininterval=2.0,
             disable=None,
         )
-        self.start, self.tokens0 = time.perf_counter(), self.batches.tokens
+        self.start = time.perf_counter()
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         self.bar.update(1)
         if batch % self.log_every == 0 and logs:
-            rate = (self.batches.tokens - self.tokens0) / max(
-                time.perf_counter() - self.start, 1e-9
-            )
+            tokens = self.batches.cumulative_tokens[batch]
+            rate = tokens / max(time.perf_counter() - self.start, 1e-9)
             self.bar.set_postfix(loss=f"{logs.get('loss', float('nan')):.3f}", tok_s=f"{rate:.0f}")
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
@@ -421,7 +433,6 @@ def train(
         "best_em": None,
         "wait": 0,
         "wall_time_s": 0.0,
-        "tokens": 0,
     }
     state_file = run_dir / "checkpoints" / "state.json"
     record = RunRecord(run_dir, {})
@@ -484,9 +495,12 @@ def _epochs(
     for epoch in range(state["epoch"], t.epochs):
         started = time.perf_counter()
         batches.set_epoch(epoch)
-        seed_dropout(model, t.seed, epoch)
-        tokens_before = batches.tokens
-        callbacks = [ProgressBar(batches, epoch, t.epochs), *extra_callbacks, *tracker.callbacks()]
+        callbacks = [
+            EpochSeed(t.seed),
+            ProgressBar(batches, epoch, t.epochs),
+            *extra_callbacks,
+            *tracker.callbacks(),
+        ]
         history = model.fit(
             batches,
             epochs=epoch + 1,
@@ -496,7 +510,7 @@ def _epochs(
             shuffle=False,
         )
         train_seconds = time.perf_counter() - started
-        train_tokens = batches.tokens - tokens_before
+        train_tokens = int(batches.cumulative_tokens[-1])
         metrics, predictions, dev_loss = evaluate_dev(prep, model)
         lr = float(ops.convert_to_numpy(model.optimizer.learning_rate))
         state["wall_time_s"] += time.perf_counter() - started

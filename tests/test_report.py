@@ -1,0 +1,376 @@
+"""`squadqa.report`: error analysis numbers worked out by hand, and the written report and plots.
+
+The dev set is 8 questions on 2 contexts, with hand-written predictions:
+
+| id | type  | first gold (words)          | context | prediction       | EM | F1            |
+|----|-------|-----------------------------|---------|------------------|----|---------------|
+| q1 | who   | Gustave Eiffel (2)          | short   | Gustave Eiffel   | 1  | 1             |
+| q2 | when  | 1889 (1)                    | short   | in 1889          | 0  | 2/3           |
+| q3 | which | Paris (1)                   | short   | Paris            | 1  | 1             |
+| q4 | who   | his company (2)             | short   | Gustave Eiffel   | 0  | 0             |
+| q5 | how   | eleven (1)                  | long    | (none)           | 0  | 0             |
+| q6 | why   | it brings … year (11)       | long    | water and fertile silt | 0 | 4/7 (R 4/10) |
+| q7 | what  | the Mediterranean Sea (3)   | long    | Mediterranean    | 0  | 2/3 (vs 2nd gold) |
+| q8 | other | Nile (1)                    | long    | Nile             | 1  | 1             |
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from squadqa.data import Answer, Example, load_squad
+from squadqa.report import (
+    error_analysis,
+    question_type,
+    report_command,
+    report_figures,
+    write_report,
+)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+SHORT = (
+    "The Eiffel Tower was completed in 1889 in Paris. "
+    "It was designed by the engineer Gustave Eiffel and his company."
+)
+_LONG_HEAD = (
+    "The Nile flows north through eleven countries and into the Mediterranean Sea. "
+    "The longest river is the Nile. Farmers value it because it brings water and fertile silt "
+    "to the fields every year."
+)
+_FILLER = "Boats carry grain and cotton downstream."  # 6 words
+LONG = _LONG_HEAD + (" " + _FILLER) * ((160 - len(_LONG_HEAD.split())) // 6)
+LONG = LONG + " end" * (160 - len(LONG.split()))  # exactly 160 words: bucket 150-199
+
+QUESTIONS = [  # (id, context, question, gold answers)
+    ("q1", SHORT, "Who designed the Eiffel Tower?", ["Gustave Eiffel"]),
+    ("q2", SHORT, "When was the Eiffel Tower completed?", ["1889"]),
+    ("q3", SHORT, "In which city is the tower?", ["Paris"]),
+    ("q4", SHORT, "Who did the engineer work with?", ["his company"]),
+    ("q5", LONG, "How many countries does the Nile flow through?", ["eleven"]),
+    (
+        "q6",
+        LONG,
+        "Why is the river important to farmers?",
+        ["it brings water and fertile silt to the fields every year"],
+    ),
+    ("q7", LONG, "What does the Nile flow into?", ["the Mediterranean Sea", "Mediterranean Sea"]),
+    ("q8", LONG, "Name the longest river.", ["Nile"]),
+]
+PREDICTIONS = {
+    "q1": "Gustave Eiffel",
+    "q2": "in 1889",
+    "q3": "Paris",
+    "q4": "Gustave Eiffel",
+    # q5: no prediction
+    "q6": "water and fertile silt",
+    "q7": "Mediterranean",
+    "q8": "Nile",
+    "zzz": "not a dev question",
+}
+EM = 100 * 3 / 8
+F1 = 100 * (3 + 2 / 3 + 4 / 7 + 2 / 3) / 8
+
+
+def squad_json() -> dict[str, Any]:
+    paragraphs = []
+    for context in (SHORT, LONG):
+        qas = [
+            {
+                "id": qid,
+                "question": q,
+                "answers": [{"text": a, "answer_start": context.index(a)} for a in golds],
+            }
+            for qid, c, q, golds in QUESTIONS
+            if c == context
+        ]
+        paragraphs.append({"context": context, "qas": qas})
+    return {"version": "1.1", "data": [{"title": "Tiny", "paragraphs": paragraphs}]}
+
+
+def write_run(
+    root: Path,
+    name: str,
+    dev: str,
+    metrics: list[dict[str, Any]],
+    *,
+    hidden_size: int = 64,
+    predictions: dict[str, str] | None = None,
+    eval_json: dict[str, Any] | None = None,
+) -> Path:
+    d = root / name
+    d.mkdir(parents=True)
+    (d / "config.toml").write_text(
+        f'name = "{name}"\n\n[data]\ntrain = "sample"\ndev = "{dev}"\nmax_dev_samples = 0\n\n'
+        f"[model]\nhidden_size = {hidden_size}\nnum_layers = 2\n\n"
+        f'[train]\ninit = "scratch"\nepochs = {len(metrics)}\n'
+    )
+    best = max(metrics, key=lambda m: m["dev_f1"])
+    (d / "status.json").write_text(
+        json.dumps(
+            {
+                "status": "finished",
+                "host": "h",
+                "pid": 1,
+                "backend": "torch",
+                "init": "scratch",
+                "parameters": 1_234_567,
+                "train_examples": 100,
+                "epochs_planned": len(metrics),
+                "epochs_run": len(metrics),
+                "best_epoch": best["epoch"],
+                "best_dev_exact_match": best["dev_exact_match"],
+                "best_dev_f1": best["dev_f1"],
+                "wall_time_s": metrics[-1]["wall_time_s"],
+            }
+        )
+    )
+    (d / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
+    if predictions is not None:
+        (d / "predictions.json").write_text(json.dumps(predictions))
+    if eval_json is not None:
+        (d / "eval.json").write_text(json.dumps(eval_json))
+    return d
+
+
+def epoch(n: int, em: float, f1: float, lr: float) -> dict[str, Any]:
+    return {
+        "epoch": n,
+        "train_loss": 6.0 / n,
+        "dev_loss": 5.0 / n + 0.5,
+        "dev_exact_match": em,
+        "dev_f1": f1,
+        "lr": lr,
+        "wall_time_s": 30.0 * n,
+        "tokens_per_s": 2000.0,
+        "train_tokens": 60_000,
+    }
+
+
+@pytest.fixture(scope="module")
+def dev_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "tiny-dev.json"
+    path.write_text(json.dumps(squad_json()))
+    return path
+
+
+@pytest.fixture(scope="module")
+def analysis(dev_path: Path) -> dict[str, Any]:
+    return error_analysis(load_squad(dev_path).examples, PREDICTIONS)
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory: pytest.TempPathFactory, dev_path: Path) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("runs")
+    base = write_run(
+        root,
+        "base",
+        str(dev_path),
+        [epoch(1, 12.5, 20.0, 4e-4), epoch(2, 25.0, 50.0, 2e-4), epoch(3, EM, F1, 0.0)],
+        predictions=PREDICTIONS,
+        eval_json={"exact_match": EM, "f1": F1, "total": 8, "missing_predictions": 1,
+                   "predictions_not_in_dataset": 1, "epoch": 3},
+    )  # fmt: skip
+    wide = write_run(
+        root,
+        "wide",
+        str(dev_path),
+        [epoch(1, 25.0, 30.0, 3e-4), epoch(2, 37.5, 55.0, 1e-4)],
+        hidden_size=256,
+        predictions={},
+    )
+    return base, wide
+
+
+def rows_by_bucket(table: list[dict[str, Any]]) -> dict[str, tuple[int, Any, Any]]:
+    return {
+        r["bucket"]: (
+            r["count"],
+            None if r["exact_match"] is None else round(r["exact_match"], 2),
+            None if r["f1"] is None else round(r["f1"], 2),
+        )
+        for r in table
+    }
+
+
+@pytest.mark.parametrize(
+    ("question", "kind"),
+    [
+        ("What is it?", "what"),
+        ("In what year did it open?", "what"),
+        ("How many people live there?", "how"),
+        ("how much did it cost", "how"),
+        ("Whose idea was it?", "who"),
+        ("The tower was built when?", "when"),
+        ("Where's the tower, and why?", "where"),
+        ("Name the river.", "other"),
+        ("Somewhat whole?", "other"),  # wh-words only as whole words
+    ],
+)
+def test_question_type(question: str, kind: str) -> None:
+    assert question_type(question) == kind
+
+
+def test_overall_matches_hand_computed(analysis: dict[str, Any]) -> None:
+    assert analysis["total"] == 8
+    assert analysis["missing_predictions"] == 1
+    assert analysis["predictions_not_in_dataset"] == 1
+    assert analysis["exact_match"] == pytest.approx(37.5)
+    assert analysis["f1"] == pytest.approx(F1)  # 61.31
+
+
+def test_by_question_type(analysis: dict[str, Any]) -> None:
+    assert [r["bucket"] for r in analysis["by_question_type"]] == [
+        "what", "who", "when", "where", "which", "how", "why", "other",
+    ]  # fmt: skip
+    assert rows_by_bucket(analysis["by_question_type"]) == {
+        "what": (1, 0.0, 66.67),
+        "who": (2, 50.0, 50.0),
+        "when": (1, 0.0, 66.67),
+        "where": (0, None, None),
+        "which": (1, 100.0, 100.0),
+        "how": (1, 0.0, 0.0),
+        "why": (1, 0.0, 57.14),
+        "other": (1, 100.0, 100.0),
+    }
+
+
+def test_by_answer_length(analysis: dict[str, Any]) -> None:
+    assert rows_by_bucket(analysis["by_answer_length"]) == {
+        "1": (4, 50.0, 66.67),  # q2 q3 q5 q8: F1 (2/3 + 1 + 0 + 1) / 4
+        "2": (2, 50.0, 50.0),  # q1 q4
+        "3": (1, 0.0, 66.67),  # q7: the first gold answer has 3 words
+        "4-5": (0, None, None),
+        "6-10": (0, None, None),
+        ">10": (1, 0.0, 57.14),  # q6: 11 words
+    }
+
+
+def test_by_context_length(analysis: dict[str, Any]) -> None:
+    assert len(LONG.split()) == 160
+    assert rows_by_bucket(analysis["by_context_length"]) == {
+        "<100": (4, 50.0, 66.67),  # q1-q4: F1 (1 + 2/3 + 1 + 0) / 4
+        "100-149": (0, None, None),
+        "150-199": (4, 25.0, 55.95),  # q5-q8: F1 (0 + 4/7 + 2/3 + 1) / 4
+        "200-299": (0, None, None),
+        ">=300": (0, None, None),
+    }
+
+
+def test_worst_questions_order(analysis: dict[str, Any]) -> None:
+    worst = analysis["worst"]
+    # F1 0 (q4, q5 by id), 4/7 (q6), 2/3 (q2, q7 by id), then the three exact matches.
+    assert [w["id"] for w in worst] == ["q4", "q5", "q6", "q2", "q7", "q1", "q3", "q8"]
+    q5 = worst[1]
+    assert (q5["prediction"], q5["missing"], q5["f1"]) == ("", True, 0.0)
+    q7 = worst[4]
+    assert q7["gold_answers"] == ["the Mediterranean Sea", "Mediterranean Sea"]
+    assert q7["f1"] == pytest.approx(200 / 3)
+
+
+def test_worst_is_capped_at_twenty() -> None:
+    examples = [
+        Example(f"id{i:02d}", "t", "one two three", "What?", (Answer("two", 4),)) for i in range(25)
+    ]
+    predictions = {f"id{i:02d}": ("two" if i % 2 else "one") for i in range(25)}
+    worst = error_analysis(examples, predictions)["worst"]
+    assert len(worst) == 20
+    assert [w["id"] for w in worst[:13]] == [f"id{i:02d}" for i in range(0, 25, 2)]
+    assert worst[13]["id"] == "id01"
+
+
+def test_report_of_one_run(two_runs: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    base, _ = two_runs
+    assert report_command([str(base)], None) == 0
+    report = base / "report.md"
+    assert capsys.readouterr().out.strip() == str(report)
+    for name in ("loss.png", "dev_metrics.png", "learning_rate.png", "error_analysis.png"):
+        data = (base / name).read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 5000, name
+    text = report.read_text()
+    assert "![Train and dev loss per epoch](loss.png)" in text
+    assert "| who | 2 | 50.00 | 50.00 |" in text
+    assert "| where | 0 | - | - |" in text
+    assert "EM 37.50, F1 61.31" in text
+    assert "not the one the run was evaluated on" not in text  # eval.json agrees
+    worst = [line for line in text.splitlines() if line.startswith("| 1 | `q4`")]
+    assert worst == [
+        "| 1 | `q4` | Who did the engineer work with? | his company | Gustave Eiffel | 0.0 | 0 |"
+    ]
+    assert "(no prediction)" in text
+
+
+def test_overlay_of_two_runs(two_runs: tuple[Path, Path], tmp_path: Path) -> None:
+    base, wide = two_runs
+    figures = report_figures([base, wide])
+    assert set(figures) == {"loss", "dev_metrics", "learning_rate", "error_analysis"}
+    for key in ("loss", "dev_metrics", "learning_rate"):
+        fig = figures[key]
+        assert [t.get_text() for t in fig.legends[0].get_texts()] == ["base", "wide"], key
+        ax = fig.axes[0]
+        assert ax.get_xlabel() == "epoch"
+        assert ax.get_ylabel()
+        assert ax.get_title()
+        lo, hi = ax.get_xlim()
+        ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+        assert ticks == [1, 2, 3], key  # whole epochs only
+    assert figures["dev_metrics"].axes[0].get_ylim() == (0, 100)
+
+    report = write_report([base, wide], tmp_path / "cmp")
+    assert report == tmp_path / "cmp" / "report.md"
+    assert (tmp_path / "cmp" / "dev_metrics.png").read_bytes().startswith(PNG_MAGIC)
+    text = report.read_text()
+    assert "# Training report: base, wide" in text
+    assert "| `model.hidden_size` | 64 | 256 |" in text
+    assert "| `train.epochs` | 3 | 2 |" in text
+    assert "### wide" in text
+    assert "## Error analysis: base (dev)" in text
+
+
+def test_report_without_dev_data_or_predictions(tmp_path: Path) -> None:
+    lost = write_run(
+        tmp_path, "lost", "nowhere/dev.json", [epoch(1, 1.0, 2.0, 1e-4)], predictions={}
+    )
+    text = write_report([lost]).read_text()
+    assert "Not available: dev data 'nowhere/dev.json' not found" in text
+    assert not (lost / "error_analysis.png").exists()
+    assert (lost / "loss.png").read_bytes().startswith(PNG_MAGIC)
+    fresh = write_run(tmp_path, "fresh", "sample", [epoch(1, 1.0, 2.0, 1e-4)])
+    assert "Not available: no predictions.json" in write_report([fresh]).read_text()
+
+
+def test_report_command(
+    two_runs: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert report_command([str(tmp_path / "none")], None) == 2
+    assert "not a run directory" in capsys.readouterr().err
+
+
+def test_unanswerable_questions_get_their_own_bucket() -> None:
+    examples = [
+        Example("u1", "t", "one two", "What is three?", (), is_impossible=True),
+        Example("u2", "t", "one two", "Who is four?", (), is_impossible=True),
+        Example("a1", "t", "one two", "What is two?", (Answer("two", 4),)),
+    ]
+    analysis = error_analysis(examples, {"u1": "", "u2": "one", "a1": "two"})
+    assert rows_by_bucket(analysis["by_answer_length"])["no answer"] == (2, 50.0, 50.0)
+    assert analysis["exact_match"] == pytest.approx(200 / 3)
+
+
+def test_report_flags_dev_data_that_does_not_match_eval_json(
+    tmp_path: Path, dev_path: Path
+) -> None:
+    run = write_run(
+        tmp_path,
+        "other-dev",
+        str(dev_path),
+        [epoch(1, 90.0, 95.0, 1e-4)],
+        predictions=PREDICTIONS,
+        eval_json={"exact_match": 90.0, "f1": 95.0, "total": 10570, "epoch": 1},
+    )
+    text = write_report([run]).read_text()
+    assert "`eval.json` says EM 90.00, F1 95.00 on 10570 questions" in text

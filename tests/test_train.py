@@ -1,0 +1,168 @@
+"""Training loop: learning, run records, and resume after a kill (tiny configs, CPU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from squadqa.config import load_config
+from squadqa.evaluation import evaluate_files
+
+TINY = [
+    "data.max_train_samples=48",
+    "data.max_dev_samples=24",
+    "tokenizer.vocab_size=1500",
+    "features.max_seq_length=128",
+    "features.doc_stride=32",
+    "features.max_query_length=32",
+    "model.hidden_size=32",
+    "model.num_layers=1",
+    "model.num_heads=2",
+    "model.intermediate_size=64",
+    "train.batch_size=8",
+    "train.learning_rate=0.003",
+    "train.eval_batch_size=32",
+]
+
+
+@pytest.fixture(autouse=True)
+def _feature_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("SQUADQA_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_training_writes_a_complete_run_record(tmp_path: Path):
+    import keras
+
+    from squadqa.train import train
+
+    config = load_config(None, [*TINY, "name=rec", "train.epochs=3"])
+    status = train(config, tmp_path)
+    run = tmp_path / "rec"
+    assert status["status"] == "finished" and status["epochs_run"] == 3
+    for name in ("config.toml", "tokenizer.json", "status.json", "metrics.jsonl", "eval.json",
+                 "predictions.json", "nbest_predictions.json", "model.keras"):
+        assert (run / name).is_file(), name
+    metrics = _metrics(run)
+    assert [m["epoch"] for m in metrics] == [1, 2, 3]
+    assert metrics[-1]["train_loss"] < metrics[0]["train_loss"]  # it learns
+    assert all(m["tokens_per_s"] > 0 and m["train_tokens"] > 0 for m in metrics)
+    # eval.json is what the official evaluation says of the saved predictions.
+    saved = json.loads((run / "eval.json").read_text())
+    dev = load_config(run / "config.toml").data
+    from squadqa.data import load_squad, write_squad
+
+    subset = write_squad(load_squad("sample", max_samples=dev.max_dev_samples).examples,
+                         tmp_path / "dev.json")
+    official = evaluate_files(subset, run / "predictions.json")
+    assert saved["exact_match"] == official["exact_match"] and saved["f1"] == official["f1"]
+    best = max(metrics, key=lambda m: m["dev_f1"])
+    assert saved["epoch"] == best["epoch"] and status["best_dev_f1"] == best["dev_f1"]
+    # The exported model loads in safe mode and is the best checkpoint.
+    loaded = keras.models.load_model(run / "model.keras", safe_mode=True)
+    batch = {k: np.ones((1, 16), "int32") for k in
+             ("input_ids", "token_type_ids", "attention_mask", "span_mask")}
+    out = keras.ops.convert_to_numpy(loaded(batch)["start_logits"])
+    assert np.isfinite(out).all()
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(config, tmp_path)
+
+
+def _dropout_run(runs_dir: Path, name: str, epochs: int) -> list[str]:
+    return [*TINY, f"name={name}", f"train.epochs={epochs}", "model.hidden_dropout=0.1"]
+
+
+def test_kill_mid_epoch_then_resume_matches_uninterrupted(tmp_path: Path):
+    from squadqa.data import load_squad
+    from squadqa.tokenization import train_wordpiece, training_texts
+    from squadqa.train import train
+
+    # HF's WordPiece trainer breaks ties in hash order (tokenizers#1794): two trainings on the
+    # same text can differ. Both runs share one trained vocabulary; a run keeps its own
+    # tokenizer.json, which is what --resume reads.
+    vocab = train_wordpiece(training_texts(load_squad("sample").examples), 1500).save(tmp_path)
+    shared = ["data.max_train_samples=160", 'tokenizer.kind="vocab"', f'tokenizer.path="{vocab}"']
+    straight = load_config(None, [*_dropout_run(tmp_path, "straight", 3), *shared])
+    train(straight, tmp_path)
+
+    overrides = [*_dropout_run(tmp_path, "killed", 3), *shared]
+    cmd = [sys.executable, "-m", "squadqa.cli", "train", "--runs-dir", str(tmp_path)]
+    for o in overrides:
+        cmd += ["--set", o]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics_file = tmp_path / "killed" / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if metrics_file.is_file() and metrics_file.read_text().count("\n") >= 1:
+            break
+        time.sleep(0.02)
+    time.sleep(0.5)  # into epoch 2
+    assert proc.poll() is None, "training ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    status = json.loads((tmp_path / "killed" / "status.json").read_text())
+    assert status["status"] == "running"  # a SIGKILL leaves no chance to write 'crashed'
+    assert status["epochs_run"] < 3
+
+    resumed = train(load_config(None, overrides), tmp_path, resume=True)
+    assert resumed["status"] == "finished" and resumed["epochs_run"] == 3
+    a, b = _metrics(tmp_path / "straight"), _metrics(tmp_path / "killed")
+    keys = ("epoch", "train_loss", "dev_loss", "dev_exact_match", "dev_f1", "lr", "train_tokens")
+    assert [m[k] for m in b for k in keys] == pytest.approx([m[k] for m in a for k in keys],
+                                                            rel=1e-5)
+    assert json.loads((tmp_path / "killed" / "predictions.json").read_text()) == json.loads(
+        (tmp_path / "straight" / "predictions.json").read_text())
+
+
+def test_resume_without_a_run_is_an_error(tmp_path: Path):
+    from squadqa.train import train
+
+    with pytest.raises(FileNotFoundError, match="no run to resume"):
+        train(load_config(None, [*TINY, "name=nothing"]), tmp_path, resume=True)
+
+
+def test_learning_rate_schedule_hand_computed():
+    from keras import ops
+
+    from squadqa.train import WarmupDecay
+
+    lr = WarmupDecay(1.0, total_steps=10, warmup_steps=2, kind="linear")
+    values = [float(ops.convert_to_numpy(lr(step))) for step in range(11)]
+    assert values[:2] == pytest.approx([0.5, 1.0])
+    assert values[2:] == pytest.approx([1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125, 0.0])
+    cos = WarmupDecay(1.0, total_steps=10, warmup_steps=0, kind="cosine")
+    assert float(ops.convert_to_numpy(cos(5))) == pytest.approx(0.5)
+
+
+def test_span_loss_hand_computed():
+    from keras import ops
+
+    from squadqa.train import span_loss
+
+    logits = np.array([[0.0, np.log(3.0), -1e9]], dtype="float32")  # p = [1/4, 3/4, 0]
+    nll = float(ops.convert_to_numpy(span_loss(np.array([1]), logits))[0])
+    assert nll == pytest.approx(-np.log(0.75), rel=1e-5)
+    # Smoothing 0.2 over the 2 allowed positions: 0.8 * nll + 0.2 * mean(-log p) over allowed.
+    smooth = float(ops.convert_to_numpy(span_loss(np.array([1]), logits, 0.2))[0])
+    expected = 0.8 * -np.log(0.75) + 0.2 * (-np.log(0.25) - np.log(0.75)) / 2
+    assert smooth == pytest.approx(expected, rel=1e-5)
+
+
+def test_overfit_sanity_torch(tmp_path: Path):
+    """`squadqa sanity`, small: a small model memorises 16 examples to >= 95 EM."""
+    from squadqa.checks import overfit_check
+
+    result = overfit_check(n_examples=16, epochs=30, runs_dir=str(tmp_path))
+    assert result["passed"], result["message"]
