@@ -1,0 +1,177 @@
+"""Multi-head self-attention whose weights map one-to-one onto BERT's.
+
+``query``, ``key``, ``value`` and ``output_dense`` are plain ``Dense(hidden_size)`` layers: a Keras
+kernel is ``[in, out]``, i.e. BERT's ``attention.self.query.weight`` (``[out, in]``) transposed.
+
+Two numerically equivalent code paths:
+
+- fused: ``keras.ops.dot_product_attention`` (torch SDPA / ``jax.nn.dot_product_attention`` /
+  an einsum on TensorFlow). It has no dropout argument on any backend, so it is used only when
+  attention dropout is inactive (inference, or rate 0).
+- explicit: ``softmax(Q K^T / sqrt(d) + mask) V`` written out with ``keras.ops`` so that dropout
+  can be applied to the attention probabilities during training.
+
+Masking: ``attention_mask`` is ``[batch, seq]`` with 1 for real tokens and 0 for padding. Padded
+keys get a large negative score (exactly zero probability). A query whose row has *no* real key
+at all (an all-padding sequence) would otherwise attend uniformly to padding; its output is set
+to zero instead, so padded keys are never attended and the result is finite and identical on
+both paths and all backends.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import keras
+from keras import ops
+
+from squadqa.layers.embeddings import ROPE_BASE, apply_rotary, rotary_cos_sin
+
+ATTENTION_IMPLS = ("auto", "fused", "explicit")
+_MASKED_SCORE = -1e9  # added in float32 only; exp() underflows to exactly 0
+
+
+@keras.saving.register_keras_serializable(package="squadqa")
+class MultiHeadSelfAttention(keras.layers.Layer):
+    """BERT-style self-attention: separate Q/K/V projections, optional RoPE, output projection.
+
+    Args:
+        hidden_size: model width; must be divisible by ``num_heads``.
+        num_heads: number of attention heads.
+        attention_dropout: dropout on the attention probabilities (training only).
+        rotary: apply rotary position embeddings to queries and keys.
+        rotary_base: RoPE frequency base.
+        attention_impl: ``"auto"`` (fused unless attention dropout is active), ``"fused"`` or
+            ``"explicit"``.
+        initializer_range: stddev of the truncated-normal kernel initializer.
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        num_heads: int,
+        attention_dropout: float = 0.0,
+        rotary: bool = False,
+        rotary_base: float = ROPE_BASE,
+        attention_impl: str = "auto",
+        initializer_range: float = 0.02,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if hidden_size % num_heads:
+            raise ValueError(
+                f"hidden_size ({hidden_size}) must be divisible by num_heads ({num_heads})"
+            )
+        if attention_impl not in ATTENTION_IMPLS:
+            raise ValueError(
+                f"attention_impl must be one of {ATTENTION_IMPLS}, got {attention_impl!r}"
+            )
+        self.hidden_size = hidden_size
+        self.num_heads = num_heads
+        self.head_size = hidden_size // num_heads
+        if rotary and self.head_size % 2:
+            raise ValueError(f"rotary attention needs an even head size, got {self.head_size}")
+        self.attention_dropout = attention_dropout
+        self.rotary = rotary
+        self.rotary_base = rotary_base
+        self.attention_impl = attention_impl
+        self.initializer_range = initializer_range
+
+        def dense(name: str) -> keras.layers.Dense:
+            return keras.layers.Dense(
+                hidden_size,
+                kernel_initializer=keras.initializers.TruncatedNormal(stddev=initializer_range),
+                name=name,
+                dtype=self.dtype_policy,
+            )
+
+        self.query = dense("query")
+        self.key = dense("key")
+        self.value = dense("value")
+        self.output_dense = dense("output_dense")
+        self.attention_probs_dropout = keras.layers.Dropout(
+            attention_dropout, name="attention_probs_dropout", dtype=self.dtype_policy
+        )
+
+    def build(self, input_shape: Any = None) -> None:
+        if self.built:  # idempotent: loading may build before an explicit build()
+            return
+        shape = (None, None, self.hidden_size)
+        for projection in (self.query, self.key, self.value, self.output_dense):
+            projection.build(shape)
+        self.built = True
+
+    def _split_heads(self, x: Any, seq_len: Any) -> Any:
+        return ops.reshape(x, (-1, seq_len, self.num_heads, self.head_size))
+
+    def call(
+        self,
+        hidden_states: Any,
+        attention_mask: Any = None,
+        training: bool | None = None,
+    ) -> Any:
+        seq_len = ops.shape(hidden_states)[1]
+        query_layer = self._split_heads(self.query(hidden_states), seq_len)
+        key_layer = self._split_heads(self.key(hidden_states), seq_len)
+        value_layer = self._split_heads(self.value(hidden_states), seq_len)
+        if self.rotary:
+            cos, sin = rotary_cos_sin(seq_len, self.head_size, self.rotary_base)
+            query_layer = apply_rotary(query_layer, cos, sin)
+            key_layer = apply_rotary(key_layer, cos, sin)
+
+        key_mask = None if attention_mask is None else ops.cast(attention_mask, "bool")
+        dropout_active = bool(training) and self.attention_dropout > 0
+        if self.attention_impl == "fused" and dropout_active:
+            raise ValueError(
+                "attention_impl='fused' cannot apply attention dropout; use 'auto' or 'explicit'"
+            )
+        if self.attention_impl == "explicit" or (self.attention_impl == "auto" and dropout_active):
+            context = self._explicit_attention(
+                query_layer, key_layer, value_layer, key_mask, training
+            )
+        else:
+            context = ops.dot_product_attention(
+                query_layer,
+                key_layer,
+                value_layer,
+                mask=None if key_mask is None else key_mask[:, None, None, :],
+                scale=1.0 / math.sqrt(self.head_size),
+            )
+        if key_mask is not None:
+            # Rows without any real key: zero instead of uniform attention over padding.
+            has_real_key = ops.cast(ops.any(key_mask, axis=-1), context.dtype)
+            context = context * has_real_key[:, None, None, None]
+        context = ops.reshape(context, (-1, seq_len, self.hidden_size))
+        return self.output_dense(context)
+
+    def _explicit_attention(
+        self, query_layer: Any, key_layer: Any, value_layer: Any, key_mask: Any, training: Any
+    ) -> Any:
+        """softmax(Q K^T / sqrt(d) + mask) V with dropout on the probabilities (float32 softmax)."""
+        attention_scores = ops.einsum("btnh,bsnh->bnts", query_layer, key_layer)
+        attention_scores = ops.cast(attention_scores, "float32") / math.sqrt(self.head_size)
+        if key_mask is not None:
+            attention_scores = ops.where(
+                key_mask[:, None, None, :], attention_scores, _MASKED_SCORE
+            )
+        attention_probs = ops.softmax(attention_scores, axis=-1)
+        attention_probs = self.attention_probs_dropout(attention_probs, training=training)
+        attention_probs = ops.cast(attention_probs, value_layer.dtype)
+        return ops.einsum("bnts,bsnh->btnh", attention_probs, value_layer)
+
+    def compute_output_shape(self, input_shape: Any) -> tuple:
+        return tuple(input_shape)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            hidden_size=self.hidden_size,
+            num_heads=self.num_heads,
+            attention_dropout=self.attention_dropout,
+            rotary=self.rotary,
+            rotary_base=self.rotary_base,
+            attention_impl=self.attention_impl,
+            initializer_range=self.initializer_range,
+        )
+        return config

@@ -1,0 +1,216 @@
+"""Position-wise feed-forward network and the Transformer encoder block (post-LN or pre-LN)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+from squadqa.layers.attention import MultiHeadSelfAttention
+from squadqa.layers.embeddings import ROPE_BASE
+
+HIDDEN_ACTS = ("gelu", "gelu_tanh", "relu")
+
+
+def activation(x: Any, name: str) -> Any:
+    """``gelu``: exact erf form (BERT, HF ``"gelu"``); ``gelu_tanh``: the tanh approximation."""
+    if name == "gelu":
+        return ops.gelu(x, approximate=False)
+    if name == "gelu_tanh":
+        return ops.gelu(x, approximate=True)
+    if name == "relu":
+        return ops.relu(x)
+    raise ValueError(f"hidden_act must be one of {HIDDEN_ACTS}, got {name!r}")
+
+
+@keras.saving.register_keras_serializable(package="squadqa")
+class FeedForward(keras.layers.Layer):
+    """Dense(intermediate) → activation → Dense(hidden) → dropout.
+
+    ``intermediate_dense`` ↔ BERT ``intermediate.dense``; ``output_dense`` ↔ BERT ``output.dense``.
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        intermediate_size: int,
+        hidden_act: str = "gelu",
+        dropout: float = 0.1,
+        initializer_range: float = 0.02,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if hidden_act not in HIDDEN_ACTS:
+            raise ValueError(f"hidden_act must be one of {HIDDEN_ACTS}, got {hidden_act!r}")
+        self.hidden_size = hidden_size
+        self.intermediate_size = intermediate_size
+        self.hidden_act = hidden_act
+        self.dropout_rate = dropout
+        self.initializer_range = initializer_range
+        init = keras.initializers.TruncatedNormal(stddev=initializer_range)
+        self.intermediate_dense = keras.layers.Dense(
+            intermediate_size,
+            kernel_initializer=init,
+            name="intermediate_dense",
+            dtype=self.dtype_policy,
+        )
+        self.output_dense = keras.layers.Dense(
+            hidden_size, kernel_initializer=init, name="output_dense", dtype=self.dtype_policy
+        )
+        self.dropout = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
+
+    def build(self, input_shape: Any = None) -> None:
+        if self.built:  # idempotent: loading may build before an explicit build()
+            return
+        self.intermediate_dense.build((None, None, self.hidden_size))
+        self.output_dense.build((None, None, self.intermediate_size))
+        self.built = True
+
+    def call(self, hidden_states: Any, training: bool | None = None) -> Any:
+        intermediate = activation(self.intermediate_dense(hidden_states), self.hidden_act)
+        return self.dropout(self.output_dense(intermediate), training=training)
+
+    def compute_output_shape(self, input_shape: Any) -> tuple:
+        return tuple(input_shape)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            hidden_size=self.hidden_size,
+            intermediate_size=self.intermediate_size,
+            hidden_act=self.hidden_act,
+            dropout=self.dropout_rate,
+            initializer_range=self.initializer_range,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="squadqa")
+class TransformerBlock(keras.layers.Layer):
+    """One encoder layer.
+
+    ``norm_first=False`` (post-LN, BERT)::
+
+        x = LN(x + dropout(attention(x)));  x = LN(x + feed_forward(x))
+
+    ``norm_first=True`` (pre-LN; trains more stably from scratch, needs a final LN after the
+    last block, which the model adds)::
+
+        x = x + dropout(attention(LN(x)));  x = x + feed_forward(LN(x))
+
+    ``attention_layer_norm`` ↔ BERT ``attention.output.LayerNorm``; ``output_layer_norm`` ↔ BERT
+    ``output.LayerNorm``. The feed-forward's own dropout is the one before its residual add.
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        num_heads: int,
+        intermediate_size: int,
+        norm_first: bool = False,
+        hidden_dropout: float = 0.1,
+        attention_dropout: float = 0.1,
+        layer_norm_eps: float = 1e-12,
+        hidden_act: str = "gelu",
+        rotary: bool = False,
+        rotary_base: float = ROPE_BASE,
+        attention_impl: str = "auto",
+        initializer_range: float = 0.02,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.hidden_size = hidden_size
+        self.num_heads = num_heads
+        self.intermediate_size = intermediate_size
+        self.norm_first = norm_first
+        self.hidden_dropout = hidden_dropout
+        self.attention_dropout = attention_dropout
+        self.layer_norm_eps = layer_norm_eps
+        self.hidden_act = hidden_act
+        self.rotary = rotary
+        self.rotary_base = rotary_base
+        self.attention_impl = attention_impl
+        self.initializer_range = initializer_range
+
+        self.attention = MultiHeadSelfAttention(
+            hidden_size,
+            num_heads,
+            attention_dropout=attention_dropout,
+            rotary=rotary,
+            rotary_base=rotary_base,
+            attention_impl=attention_impl,
+            initializer_range=initializer_range,
+            name="attention",
+            dtype=self.dtype_policy,
+        )
+        self.attention_dropout_layer = keras.layers.Dropout(
+            hidden_dropout, name="attention_output_dropout", dtype=self.dtype_policy
+        )
+        self.attention_layer_norm = keras.layers.LayerNormalization(
+            epsilon=layer_norm_eps, name="attention_layer_norm", dtype=self.dtype_policy
+        )
+        self.feed_forward = FeedForward(
+            hidden_size,
+            intermediate_size,
+            hidden_act=hidden_act,
+            dropout=hidden_dropout,
+            initializer_range=initializer_range,
+            name="feed_forward",
+            dtype=self.dtype_policy,
+        )
+        self.output_layer_norm = keras.layers.LayerNormalization(
+            epsilon=layer_norm_eps, name="output_layer_norm", dtype=self.dtype_policy
+        )
+
+    def build(self, input_shape: Any = None) -> None:
+        if self.built:  # idempotent: loading may build before an explicit build()
+            return
+        shape = (None, None, self.hidden_size)
+        self.attention.build(shape)
+        self.attention_layer_norm.build(shape)
+        self.feed_forward.build(shape)
+        self.output_layer_norm.build(shape)
+        self.built = True
+
+    def call(
+        self, hidden_states: Any, attention_mask: Any = None, training: bool | None = None
+    ) -> Any:
+        if self.norm_first:
+            attention_output = self.attention(
+                self.attention_layer_norm(hidden_states), attention_mask, training=training
+            )
+            hidden_states = hidden_states + self.attention_dropout_layer(
+                attention_output, training=training
+            )
+            return hidden_states + self.feed_forward(
+                self.output_layer_norm(hidden_states), training=training
+            )
+        attention_output = self.attention(hidden_states, attention_mask, training=training)
+        hidden_states = self.attention_layer_norm(
+            hidden_states + self.attention_dropout_layer(attention_output, training=training)
+        )
+        return self.output_layer_norm(
+            hidden_states + self.feed_forward(hidden_states, training=training)
+        )
+
+    def compute_output_shape(self, input_shape: Any) -> tuple:
+        return tuple(input_shape)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            hidden_size=self.hidden_size,
+            num_heads=self.num_heads,
+            intermediate_size=self.intermediate_size,
+            norm_first=self.norm_first,
+            hidden_dropout=self.hidden_dropout,
+            attention_dropout=self.attention_dropout,
+            layer_norm_eps=self.layer_norm_eps,
+            hidden_act=self.hidden_act,
+            rotary=self.rotary,
+            rotary_base=self.rotary_base,
+            attention_impl=self.attention_impl,
+            initializer_range=self.initializer_range,
+        )
+        return config

@@ -1,0 +1,248 @@
+"""``QAConfig`` and ``QATransformer``: the encoder plus span head that turns a batch into logits.
+
+Input (a dict, as built by ``squadqa.features``; extra keys are ignored):
+    ``input_ids`` (required), ``token_type_ids``, ``attention_mask``, ``span_mask`` — int
+    ``[batch, seq]``; missing optional keys default to zeros / ones / ones.
+Output: ``{"start_logits": [batch, seq], "end_logits": [batch, seq]}`` float32, with positions
+where ``span_mask == 0`` set to :data:`squadqa.layers.MASKED_LOGIT`.
+
+Variables (``model.encoder_layers[i]`` etc.), BERT equivalent in brackets:
+    ``embeddings.word_embeddings`` [embeddings.word_embeddings],
+    ``embeddings.token_type_embeddings``, ``embeddings.position_embeddings`` (learned only),
+    ``embeddings.layer_norm`` [embeddings.LayerNorm];
+    ``encoder_layers[i].attention.{query,key,value,output_dense}``
+    [encoder.layer.i.attention.self.{query,key,value}, attention.output.dense],
+    ``encoder_layers[i].attention_layer_norm`` [attention.output.LayerNorm],
+    ``encoder_layers[i].feed_forward.{intermediate_dense,output_dense}``
+    [intermediate.dense, output.dense], ``encoder_layers[i].output_layer_norm`` [output.LayerNorm];
+    ``final_layer_norm`` (pre-LN only); ``span_head.dense`` [qa_outputs].
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+from keras import ops
+
+from squadqa.layers import Embeddings, SpanHead, TransformerBlock
+from squadqa.layers.embeddings import POSITION_EMBEDDINGS
+from squadqa.layers.transformer import HIDDEN_ACTS
+
+INPUT_KEYS = ("input_ids", "token_type_ids", "attention_mask", "span_mask")
+OUTPUT_KEYS = ("start_logits", "end_logits")
+
+
+@dataclass
+class QAConfig:
+    """Architecture hyper-parameters; validated on creation so errors name the bad field."""
+
+    vocab_size: int
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    intermediate_size: int
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    position_embedding: str = "learned"
+    norm_first: bool = False
+    hidden_dropout: float = 0.1
+    attention_dropout: float = 0.1
+    layer_norm_eps: float = 1e-12
+    hidden_act: str = "gelu"
+    initializer_range: float = 0.02
+
+    def __post_init__(self) -> None:
+        for name in (
+            "vocab_size",
+            "hidden_size",
+            "num_layers",
+            "num_heads",
+            "intermediate_size",
+            "max_position_embeddings",
+            "type_vocab_size",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"QAConfig.{name} must be a positive integer, got {value!r}")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"QAConfig.hidden_size ({self.hidden_size}) must be divisible by "
+                f"QAConfig.num_heads ({self.num_heads})"
+            )
+        if self.position_embedding not in POSITION_EMBEDDINGS:
+            raise ValueError(
+                f"QAConfig.position_embedding must be one of {POSITION_EMBEDDINGS}, "
+                f"got {self.position_embedding!r}"
+            )
+        if self.position_embedding == "sinusoidal" and self.hidden_size % 2:
+            raise ValueError(
+                f"QAConfig.hidden_size ({self.hidden_size}) must be even for sinusoidal "
+                "position_embedding"
+            )
+        if self.position_embedding == "rotary" and (self.hidden_size // self.num_heads) % 2:
+            raise ValueError(
+                f"QAConfig.hidden_size / QAConfig.num_heads "
+                f"({self.hidden_size // self.num_heads}) must be even for rotary "
+                "position_embedding"
+            )
+        if not isinstance(self.norm_first, bool):
+            raise ValueError(f"QAConfig.norm_first must be a bool, got {self.norm_first!r}")
+        for name in ("hidden_dropout", "attention_dropout"):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not (0.0 <= value < 1.0)
+            ):
+                raise ValueError(f"QAConfig.{name} must be in [0, 1), got {value!r}")
+        for name in ("layer_norm_eps", "initializer_range"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ValueError(f"QAConfig.{name} must be a positive number, got {value!r}")
+        if self.hidden_act not in HIDDEN_ACTS:
+            raise ValueError(
+                f"QAConfig.hidden_act must be one of {HIDDEN_ACTS}, got {self.hidden_act!r}"
+            )
+
+    @property
+    def head_size(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> QAConfig:
+        """Build from a plain dict (JSON); unknown keys are an error, named, not silently lost."""
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown QAConfig field(s): {', '.join(unknown)}")
+        missing = sorted(
+            field.name
+            for field in dataclasses.fields(cls)
+            if field.default is dataclasses.MISSING and field.name not in values
+        )
+        if missing:
+            raise ValueError(f"missing QAConfig field(s): {', '.join(missing)}")
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> QAConfig:
+        return dataclasses.replace(self, **changes)
+
+
+@keras.saving.register_keras_serializable(package="squadqa")
+class QATransformer(keras.Model):
+    """Transformer encoder + span head for extractive QA (see the module docstring for I/O)."""
+
+    def __init__(self, config: QAConfig | dict[str, Any], **kwargs: Any) -> None:
+        kwargs.setdefault("name", "qa_transformer")
+        super().__init__(**kwargs)
+        if isinstance(config, dict):
+            config = QAConfig.from_dict(config)
+        self.config = config
+        rotary = config.position_embedding == "rotary"
+        self.embeddings = Embeddings(
+            vocab_size=config.vocab_size,
+            hidden_size=config.hidden_size,
+            max_position_embeddings=config.max_position_embeddings,
+            type_vocab_size=config.type_vocab_size,
+            position_embedding=config.position_embedding,
+            layer_norm_eps=config.layer_norm_eps,
+            dropout=config.hidden_dropout,
+            initializer_range=config.initializer_range,
+            name="embeddings",
+            dtype=self.dtype_policy,
+        )
+        self.encoder_layers = [
+            TransformerBlock(
+                hidden_size=config.hidden_size,
+                num_heads=config.num_heads,
+                intermediate_size=config.intermediate_size,
+                norm_first=config.norm_first,
+                hidden_dropout=config.hidden_dropout,
+                attention_dropout=config.attention_dropout,
+                layer_norm_eps=config.layer_norm_eps,
+                hidden_act=config.hidden_act,
+                rotary=rotary,
+                initializer_range=config.initializer_range,
+                name=f"encoder_layer_{index}",
+                dtype=self.dtype_policy,
+            )
+            for index in range(config.num_layers)
+        ]
+        self.final_layer_norm = None
+        if config.norm_first:
+            self.final_layer_norm = keras.layers.LayerNormalization(
+                epsilon=config.layer_norm_eps, name="final_layer_norm", dtype=self.dtype_policy
+            )
+        self.span_head = SpanHead(
+            config.hidden_size, initializer_range=config.initializer_range, name="span_head"
+        )
+
+    def build(self, input_shape: Any = None) -> None:
+        """Create every variable from the config alone (shapes do not depend on the batch)."""
+        if self.built:  # idempotent: loading may build before an explicit build()
+            return
+        hidden_shape = (None, None, self.config.hidden_size)
+        self.embeddings.build((None, None))
+        for block in self.encoder_layers:
+            block.build(hidden_shape)
+        if self.final_layer_norm is not None:
+            self.final_layer_norm.build(hidden_shape)
+        self.span_head.build(hidden_shape)
+        self.built = True
+
+    def encode(self, inputs: dict[str, Any], training: bool | None = False) -> Any:
+        """Last hidden states ``[batch, seq, hidden]`` (after the final LN for pre-LN)."""
+        if not self.built:
+            self.build()
+        input_ids = inputs["input_ids"]
+        token_type_ids = inputs.get("token_type_ids")
+        attention_mask = inputs.get("attention_mask")
+        hidden_states = self.embeddings(input_ids, token_type_ids, training=training)
+        for block in self.encoder_layers:
+            hidden_states = block(hidden_states, attention_mask, training=training)
+        if self.final_layer_norm is not None:
+            hidden_states = self.final_layer_norm(hidden_states)
+        return hidden_states
+
+    def call(self, inputs: dict[str, Any], training: bool | None = None) -> dict[str, Any]:
+        hidden_states = self.encode(inputs, training=training)
+        span_mask = inputs.get("span_mask")
+        start_logits, end_logits = self.span_head(hidden_states, span_mask)
+        return {"start_logits": start_logits, "end_logits": end_logits}
+
+    def dummy_inputs(self, batch_size: int = 1, seq_len: int = 8) -> dict[str, Any]:
+        """An all-ones batch of the right dtypes, e.g. to trace or warm up the model."""
+        ones = ops.ones((batch_size, seq_len), dtype="int32")
+        return {
+            "input_ids": ones,
+            "token_type_ids": ops.zeros_like(ones),
+            "attention_mask": ones,
+            "span_mask": ones,
+        }
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "config": self.config.to_dict()}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> QATransformer:
+        config = dict(config)
+        qa_config = QAConfig.from_dict(config.pop("config"))
+        return cls(qa_config, **config)
+
+
+def span_losses() -> dict[str, keras.losses.Loss]:
+    """Per-output losses for ``model.compile``: cross-entropy over positions for start and end.
+
+    Targets are ``{"start_logits": start_positions, "end_logits": end_positions}`` (int
+    ``[batch]``); the total is their sum (BERT uses their mean: same optimum, 2x gradient scale).
+    """
+    return {
+        "start_logits": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        "end_logits": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    }

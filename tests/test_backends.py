@@ -1,0 +1,153 @@
+"""Smoke tests on the jax and tensorflow backends, each in a fresh interpreter.
+
+Keras fixes its backend at import time, so every backend other than the in-process default
+(torch) runs in a subprocess with ``KERAS_BACKEND`` set. A backend that is not installed is
+skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+BACKEND_MODULES = {"jax": "jax", "tensorflow": "tensorflow", "torch": "torch"}
+
+
+def run_backend_script(backend: str, code: str, tmp_path: Path, timeout: int = 300) -> dict:
+    """Run ``code`` under ``KERAS_BACKEND=backend``; it prints one JSON line starting 'RESULT '."""
+    module = BACKEND_MODULES[backend]
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"backend {backend!r} is not installed (no module {module!r})")
+    script = tmp_path / f"smoke_{backend}.py"
+    script.write_text(textwrap.dedent(code))
+    env = dict(os.environ)
+    env["KERAS_BACKEND"] = backend
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), env.get("PYTHONPATH")]))
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env.setdefault("JAX_PLATFORMS", "cpu")
+    env.setdefault("CUDA_VISIBLE_DEVICES", "")
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        raise AssertionError(f"{backend} script failed (rc={proc.returncode}):\n"
+                             f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+SMOKE = """
+import json
+import numpy as np
+import keras
+import squadqa
+from squadqa.layers import MASKED_LOGIT, MultiHeadSelfAttention
+from squadqa.model import QAConfig, QATransformer, span_losses
+
+assert keras.backend.backend() == "{backend}", keras.backend.backend()
+keras.utils.set_random_seed(0)
+result = {{"backend": keras.backend.backend()}}
+config = QAConfig(vocab_size=40, hidden_size=16, num_layers=2, num_heads=4, intermediate_size=32,
+                  max_position_embeddings=32, position_embedding="{position}",
+                  norm_first={norm_first})
+rng = np.random.default_rng(0)
+batch = {{
+    "input_ids": rng.integers(1, 40, size=(4, 10)).astype("int32"),
+    "token_type_ids": np.zeros((4, 10), "int32"),
+    "attention_mask": np.ones((4, 10), "int32"),
+    "span_mask": np.ones((4, 10), "int32"),
+}}
+batch["attention_mask"][1, 6:] = 0
+batch["attention_mask"][3, :] = 0  # an all-padding row
+batch["span_mask"][:, 1:3] = 0
+targets = {{"start_logits": np.array([0, 4, 5, 0], "int32"),
+            "end_logits": np.array([0, 5, 7, 0], "int32")}}
+
+model = QATransformer(config)
+model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=span_losses())
+history = model.fit(batch, targets, batch_size=4, epochs=10, verbose=0)
+losses = [float(x) for x in history.history["loss"]]
+result["losses"] = losses
+
+out = model(batch, training=False)
+start = keras.ops.convert_to_numpy(out["start_logits"])
+result["finite"] = bool(np.isfinite(start).all())
+result["dtype"] = keras.backend.standardize_dtype(out["start_logits"].dtype)
+result["masked_ok"] = bool((start[:, 1:3] == MASKED_LOGIT).all())
+
+# dynamic padding: other lengths work, and appended padding keeps real positions unchanged,
+# for every position scheme (fresh one-layer models, inference only)
+short = {{k: v[:, :7] for k, v in batch.items()}}
+padded = {{k: np.pad(v, ((0, 0), (0, 5))) for k, v in short.items()}}
+padded["input_ids"][:, 7:] = 3
+real = short["attention_mask"] == 1
+result["padding_diff"] = {{}}
+for scheme in ("learned", "sinusoidal", "rotary"):
+    small = QATransformer(QAConfig(**{{**config.to_dict(), "num_layers": 1,
+                                      "position_embedding": scheme}}))
+    s_short = keras.ops.convert_to_numpy(small(short)["start_logits"])
+    s_padded = keras.ops.convert_to_numpy(small(padded)["start_logits"])
+    result["padding_diff"][scheme] = float(np.abs(s_padded[:, :7][real] - s_short[real]).max())
+
+model.save("model.keras")
+loaded = keras.saving.load_model("model.keras", safe_mode=True)
+start_loaded = keras.ops.convert_to_numpy(loaded(batch)["start_logits"])
+result["save_load_max_diff"] = float(np.abs(start_loaded - start).max())
+model.save_weights("ckpt.weights.h5")
+fresh = QATransformer(config)
+fresh.build()
+fresh.load_weights("ckpt.weights.h5")
+start_fresh = keras.ops.convert_to_numpy(fresh(batch)["start_logits"])
+result["weights_max_diff"] = float(np.abs(start_fresh - start).max())
+
+# fused (keras.ops.dot_product_attention) vs explicit softmax attention on this backend
+x = rng.normal(size=(3, 6, 16)).astype("float32")
+mask = np.array([[1] * 6, [1, 1, 1, 0, 0, 0], [0] * 6], "int32")
+outputs = {{}}
+for impl in ("fused", "explicit"):
+    layer = MultiHeadSelfAttention(16, 4, rotary={rotary}, attention_impl=impl)
+    layer.build()
+    if impl == "explicit":
+        layer.set_weights(weights)
+    weights = layer.get_weights()
+    outputs[impl] = keras.ops.convert_to_numpy(layer(x, mask))
+result["fused_vs_explicit"] = float(np.abs(outputs["fused"] - outputs["explicit"]).max())
+result["attention_finite"] = bool(np.isfinite(outputs["fused"]).all())
+print("RESULT " + json.dumps(result))
+"""
+
+
+# One interpreter per backend is the expensive part (imports, XLA / graph compilation), so each
+# backend trains one configuration; BERT's (learned, post-LN) on jax, the other end on tensorflow.
+CASES = [
+    ("jax", "learned", False),
+    ("tensorflow", "rotary", True),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("backend", "position", "norm_first"), CASES)
+def test_backend_smoke(tmp_path: Path, backend: str, position: str, norm_first: bool) -> None:
+    code = SMOKE.format(backend=backend, position=position, norm_first=norm_first,
+                        rotary=position == "rotary")
+    result = run_backend_script(backend, code, tmp_path)
+    assert result["backend"] == backend
+    losses = result["losses"]
+    assert all(map(lambda v: v == v, losses)), losses  # no NaN
+    assert losses[-1] < losses[0] * 0.8, losses
+    assert sum(b < a for a, b in itertools.pairwise(losses)) >= len(losses) - 3, losses
+    assert result["finite"] and result["attention_finite"]
+    assert result["dtype"] == "float32"
+    assert result["masked_ok"]
+    assert max(result["padding_diff"].values()) < 1e-4, result["padding_diff"]
+    assert result["save_load_max_diff"] == 0.0
+    assert result["weights_max_diff"] == 0.0
+    assert result["fused_vs_explicit"] < 1e-5
