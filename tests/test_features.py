@@ -166,6 +166,16 @@ def test_pad_batch_masks(bert_tokenizer):
     assert batch["token_type_ids"][0].tolist() == [0] * 4 + [1] * 8 + [0] * 4
     assert batch["span_mask"][0].tolist() == [1, 0, 0, 0] + [1] * 7 + [0] * 5
     assert (batch["input_ids"][0, 12:] == bert_tokenizer.pad_id).all()
+    assert batch["question_match"][0].tolist() == [0] * 16  # "where?" shares no token
+
+
+def test_question_match_flags_context_tokens_seen_in_question(bert_tokenizer):
+    ex = _example("The cat sat on the mat.", "Where is the mat?", "the mat")
+    f = build_features([ex], bert_tokenizer, FeatureConfig(max_seq_length=32, doc_stride=4,
+                                                           max_query_length=8))
+    batch = pad_batch(f, [0], bert_tokenizer.pad_id, multiple=8)
+    # [CLS] where is the mat ? [SEP] | the cat sat on the mat . [SEP]
+    assert batch["question_match"][0, :15].tolist() == [0] * 7 + [1, 0, 0, 0, 1, 1, 0, 0]
 
 
 def test_batch_order_covers_all_and_buckets():

@@ -244,3 +244,23 @@ def test_fit_reduces_loss() -> None:
     losses = history.history["loss"]
     assert np.isfinite(losses).all()
     assert losses[-1] < losses[0] * 0.7, losses
+
+
+def test_question_match_embedding_is_an_input_only_when_enabled(tmp_path) -> None:
+    """The DrQA-style match flag changes the logits exactly when the config turns it on."""
+    import keras
+
+    batch = make_batch()
+    flags = np.zeros_like(batch["input_ids"])
+    flags[:, 3:6] = 1
+    for enabled in (False, True):
+        model = built_model(tiny_config(question_match=enabled))
+        plain = logits_np(model, {**batch, "question_match": np.zeros_like(flags)})
+        flagged = logits_np(model, {**batch, "question_match": flags})
+        assert np.array_equal(plain[0], logits_np(model, batch)[0])  # absent == all zeros
+        assert (not np.allclose(plain[0], flagged[0])) == enabled
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras", safe_mode=True)
+    assert loaded.config.question_match
+    np.testing.assert_allclose(logits_np(loaded, {**batch, "question_match": flags})[0],
+                               flagged[0], atol=1e-6)

@@ -19,7 +19,6 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 __all__ = [
@@ -246,39 +245,3 @@ def first_sentence_overlap_baseline(examples: Iterable[QAExample]) -> dict[str, 
     short answers and keeps the EM of a span answer.
     """
     return {ex.id: _sentence_overlap_answer(ex.context, ex.question) for ex in examples}
-
-
-# --------------------------------------------------------------------------- command line
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Score both baselines on an official SQuAD v1.1 file with the official v1.1 metric."""
-    import argparse
-    import json
-
-    from squadqa.data import load_squad
-    from squadqa.evaluation import evaluate_v1, gold_from_dataset, load_dataset_json
-
-    parser = argparse.ArgumentParser(prog="python -m squadqa.baselines", description=main.__doc__)
-    parser.add_argument("data", help="official SQuAD v1.1 JSON (plain or .gz)")
-    parser.add_argument("--save-dir", help="also write <baseline>.json predictions here")
-    args = parser.parse_args(argv)
-
-    examples = load_squad(args.data).examples
-    gold = gold_from_dataset(load_dataset_json(args.data))
-    for name, baseline in [
-        ("sliding_window", sliding_window_baseline),
-        ("first_sentence_overlap", first_sentence_overlap_baseline),
-    ]:
-        predictions = baseline(examples)
-        result = evaluate_v1(gold, predictions)
-        print(json.dumps({"baseline": name, **result}))
-        if args.save_dir:
-            out = Path(args.save_dir) / f"{name}.json"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(predictions, ensure_ascii=False, indent=0))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -143,6 +143,90 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return report_command(args.run_dirs, args.out)
 
 
+def _print_answer(answer: dict) -> None:
+    print(f"Q: {answer['question']}")
+    if not answer["alternatives"]:
+        print("A: (no answer: the context has no tokens)")
+        return
+    print(f"A: {answer['text']}")
+    print(
+        f"   score {answer['score']:.3f}, probability {answer['probability']:.1%}, "
+        f"characters {answer['start']}-{answer['end']}"
+    )
+    print("   alternatives:")
+    for rank, alt in enumerate(answer["alternatives"], 1):
+        print(
+            f"   {rank:>3}. {alt['text']!r}  score {alt['score']:.3f}  "
+            f"p {alt['probability']:.1%}  [{alt['start']}:{alt['end']}]"
+        )
+
+
+def _cmd_answer(args: argparse.Namespace) -> int:
+    from squadqa.inference import QAPredictor
+
+    if args.context_file:
+        context = Path(args.context_file).read_text(encoding="utf-8")
+    else:
+        context = args.context
+    if not context.strip():
+        raise ValueError("the context is empty")
+    if args.top_k < 1:
+        raise ValueError(f"--top-k {args.top_k} must be at least 1")
+    predictor = QAPredictor.from_run_dir(args.model)
+
+    def ask(questions: list[str]) -> None:
+        for answer in predictor.answer(context, questions, args.top_k):
+            if args.json:
+                print(json.dumps(answer, ensure_ascii=False))
+            else:
+                _print_answer(answer)
+        sys.stdout.flush()
+
+    if args.question:
+        ask(args.question)
+        return 0
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print("One question per line; Ctrl-D to quit.", file=sys.stderr)
+    while True:
+        if interactive:
+            print("question> ", end="", file=sys.stderr, flush=True)
+        line = sys.stdin.readline()
+        if not line:
+            break
+        if line.strip():
+            ask([line.strip()])
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    import time
+
+    from squadqa.inference import QAPredictor
+
+    predictor = QAPredictor.from_run_dir(args.model)
+    started = time.perf_counter()
+    predictions = predictor.predict_file(args.data, args.out, args.nbest, args.batch_size)
+    seconds = time.perf_counter() - started
+    print(
+        f"wrote {len(predictions.answers)} predictions to {args.out}"
+        + (f" and n-best lists to {args.nbest}" if args.nbest else "")
+        + f" in {seconds:.1f}s (score them with: squadqa evaluate {args.data} {args.out})"
+    )
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from squadqa.inference import QAPredictor
+    from squadqa.serve.app import run
+
+    predictor = QAPredictor.from_run_dir(args.model)
+    predictor.warmup()
+    print(f"serving {predictor.name} on http://{args.host}:{args.port}/ (API docs at /docs)")
+    run(predictor, host=args.host, port=args.port)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="squadqa", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -222,6 +306,34 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("run_dirs", nargs="+")
     rp.add_argument("--out", help="output directory (default: the first run's)")
     rp.set_defaults(func=_cmd_report)
+
+    an = sub.add_parser("answer", help="ask a trained run questions about a context")
+    an.add_argument("--model", required=True, metavar="RUN_DIR", help="run directory")
+    source = an.add_mutually_exclusive_group(required=True)
+    source.add_argument("--context", help="the context text")
+    source.add_argument("--context-file", help="read the context from this UTF-8 file")
+    an.add_argument(
+        "--question",
+        action="append",
+        help="a question (repeatable); without it, questions are read from stdin, one per line",
+    )
+    an.add_argument("--top-k", type=int, default=3, help="ranked candidates to show")
+    an.add_argument("--json", action="store_true", help="one JSON object per answer")
+    an.set_defaults(func=_cmd_answer)
+
+    pr = sub.add_parser("predict", help="official-format predictions for a SQuAD file")
+    pr.add_argument("--model", required=True, metavar="RUN_DIR", help="run directory")
+    pr.add_argument("--data", required=True, help="SQuAD JSON (plain or .gz), or 'sample'")
+    pr.add_argument("--out", required=True, help="predictions.json to write ({id: answer})")
+    pr.add_argument("--nbest", help="also write the n-best candidates per id here")
+    pr.add_argument("--batch-size", type=int, help="windows per batch (default: the run's)")
+    pr.set_defaults(func=_cmd_predict)
+
+    se = sub.add_parser("serve", help="HTTP API and web page for a trained run")
+    se.add_argument("--model", required=True, metavar="RUN_DIR", help="run directory")
+    se.add_argument("--host", default="127.0.0.1")
+    se.add_argument("--port", type=int, default=8000)
+    se.set_defaults(func=_cmd_serve)
     return parser
 
 

@@ -282,9 +282,12 @@ def pad_batch(
     token_type_ids = np.zeros((batch, length), dtype=np.int32)
     attention_mask = np.zeros((batch, length), dtype=np.int32)
     span_mask = np.zeros((batch, length), dtype=np.int32)
+    question_match = np.zeros((batch, length), dtype=np.int32)
     for row, i in enumerate(indices):
-        n, first = len(features.input_ids[i]), features.context_start[i]
-        input_ids[row, :n] = features.input_ids[i]
+        ids = features.input_ids[i]
+        n, first = len(ids), features.context_start[i]
+        input_ids[row, :n] = ids
+        question_match[row, first : n - 1] = np.isin(ids[first : n - 1], ids[1 : first - 1])
         token_type_ids[row, first:n] = 1
         attention_mask[row, :n] = 1
         span_mask[row, first : n - 1] = 1  # context tokens, not the final [SEP]
@@ -294,6 +297,7 @@ def pad_batch(
         "token_type_ids": token_type_ids,
         "attention_mask": attention_mask,
         "span_mask": span_mask,
+        "question_match": question_match,
     }
 
 

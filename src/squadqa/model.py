@@ -31,7 +31,7 @@ from squadqa.layers import Embeddings, SpanHead, TransformerBlock
 from squadqa.layers.embeddings import POSITION_EMBEDDINGS
 from squadqa.layers.transformer import HIDDEN_ACTS
 
-INPUT_KEYS = ("input_ids", "token_type_ids", "attention_mask", "span_mask")
+INPUT_KEYS = ("input_ids", "token_type_ids", "attention_mask", "span_mask", "question_match")
 OUTPUT_KEYS = ("start_logits", "end_logits")
 
 
@@ -53,6 +53,7 @@ class QAConfig:
     layer_norm_eps: float = 1e-12
     hidden_act: str = "gelu"
     initializer_range: float = 0.02
+    question_match: bool = False  # add the question-match embedding (see layers.Embeddings)
 
     def __post_init__(self) -> None:
         for name in (
@@ -88,8 +89,9 @@ class QAConfig:
                 f"({self.hidden_size // self.num_heads}) must be even for rotary "
                 "position_embedding"
             )
-        if not isinstance(self.norm_first, bool):
-            raise ValueError(f"QAConfig.norm_first must be a bool, got {self.norm_first!r}")
+        for name in ("norm_first", "question_match"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"QAConfig.{name} must be a bool, got {getattr(self, name)!r}")
         for name in ("hidden_dropout", "attention_dropout"):
             value = getattr(self, name)
             if (
@@ -154,6 +156,7 @@ class QATransformer(keras.Model):
             layer_norm_eps=config.layer_norm_eps,
             dropout=config.hidden_dropout,
             initializer_range=config.initializer_range,
+            question_match=config.question_match,
             name="embeddings",
             dtype=self.dtype_policy,
         )
@@ -203,7 +206,9 @@ class QATransformer(keras.Model):
         input_ids = inputs["input_ids"]
         token_type_ids = inputs.get("token_type_ids")
         attention_mask = inputs.get("attention_mask")
-        hidden_states = self.embeddings(input_ids, token_type_ids, training=training)
+        hidden_states = self.embeddings(
+            input_ids, token_type_ids, training=training, question_match=inputs.get("question_match")
+        )
         for block in self.encoder_layers:
             hidden_states = block(hidden_states, attention_mask, training=training)
         if self.final_layer_norm is not None:

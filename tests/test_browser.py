@@ -1,0 +1,157 @@
+"""The web page in a real headless Chromium against the real uvicorn server.
+
+Needs Debian's `chromium` and `chromium-driver` packages and the `selenium` package; skipped with
+the reason when any is missing. The driver path is given explicitly, so Selenium Manager never
+runs (nothing is downloaded). Leaves a screenshot in `tests/artifacts/browser.png`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi")
+from test_inference import make_tiny_run
+
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+CHROMIUM = next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser")) if p), None)
+CHROMEDRIVER = shutil.which("chromedriver") or (
+    "/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").is_file() else None
+)
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1280,1200",
+)
+
+
+@pytest.fixture(scope="module")
+def driver(tmp_path_factory: pytest.TempPathFactory):
+    pytest.importorskip("selenium", reason="pip install selenium")
+    if CHROMIUM is None or CHROMEDRIVER is None:
+        pytest.skip(
+            "headless Chromium not installed (apt-get install -y chromium chromium-driver): "
+            f"chromium={CHROMIUM}, chromedriver={CHROMEDRIVER}"
+        )
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
+    browser = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+    browser.set_page_load_timeout(30)
+    yield browser
+    browser.quit()
+
+
+@pytest.fixture(scope="module")
+def server_url(tmp_path_factory: pytest.TempPathFactory):
+    from squadqa.inference import QAPredictor
+    from squadqa.serve.app import create_app, serve_in_thread
+
+    predictor = QAPredictor.from_run_dir(make_tiny_run(tmp_path_factory))
+    with serve_in_thread(create_app(predictor)) as url:
+        yield url
+
+
+def api_answer(url: str, context: str, question: str) -> dict:
+    request = urllib.request.Request(
+        f"{url}/v1/answer",
+        data=json.dumps({"context": context, "question": question, "top_k": 5}).encode(),
+        headers={"content-type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())["answers"][0]
+
+
+def test_ask_in_the_browser(driver, server_url):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from squadqa.data import load_squad, sample_path
+
+    example = load_squad(sample_path()).examples[0]
+    context, question = example.context, example.question
+    driver.get(server_url + "/")
+    assert "squadqa" in driver.title
+    box = driver.find_element(By.ID, "context")
+    # A paste: the whole text lands at once and fires one input event.
+    driver.execute_script(
+        "arguments[0].value = arguments[1];"
+        "arguments[0].dispatchEvent(new Event('input', {bubbles: true}));",
+        box,
+        context,
+    )
+    driver.find_element(By.ID, "question").send_keys(question)
+    driver.find_element(By.ID, "ask").click()
+    WebDriverWait(driver, 60).until(
+        lambda d: (
+            d.find_element(By.ID, "result").get_attribute("data-done")
+            or d.find_element(By.ID, "error").is_displayed()
+        )
+    )
+    error = driver.find_element(By.ID, "error")
+    assert not error.is_displayed(), error.text
+
+    expected = api_answer(server_url, context, question)
+    marks = driver.find_elements(By.CSS_SELECTOR, "#highlighted mark")
+    assert len(marks) == 1
+    assert marks[0].get_attribute("textContent") == expected["text"]
+    assert expected["text"] == context[expected["start"] : expected["end"]]
+    assert driver.find_element(By.ID, "highlighted").get_attribute("textContent") == context
+    shown = driver.find_element(By.ID, "answer-text").get_attribute("textContent")
+    assert shown == expected["text"]
+    meta = driver.find_element(By.ID, "answer-meta").text
+    assert f"{expected['score']:.2f}" in meta and f"{expected['start']}–{expected['end']}" in meta
+    items = driver.find_elements(By.CSS_SELECTOR, "#alternatives li")
+    assert [li.find_element(By.CLASS_NAME, "alt-text").text for li in items] == [
+        alt["text"].strip() for alt in expected["alternatives"]
+    ]
+    # Every resource the page loaded came from the server itself (works offline).
+    urls = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    assert all(u.startswith(server_url) for u in urls), urls
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    driver.save_screenshot(str(ARTIFACTS / "browser.png"))
+    assert (ARTIFACTS / "browser.png").stat().st_size > 10_000
+
+    # Clicking a runner-up moves the highlight to exactly its span.
+    if len(items) > 1:
+        items[1].click()
+        second = expected["alternatives"][1]
+        mark = driver.find_element(By.CSS_SELECTOR, "#highlighted mark")
+        assert mark.get_attribute("textContent") == second["text"]
+
+
+def test_errors_are_shown(driver, server_url):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(server_url + "/")
+    driver.find_element(By.ID, "context").send_keys("Some context.")
+    driver.find_element(By.ID, "question").send_keys("   ")
+    driver.find_element(By.ID, "ask").click()
+    error = driver.find_element(By.ID, "error")
+    WebDriverWait(driver, 10).until(lambda d: error.is_displayed())
+    assert "question" in error.text
+    # A server-side refusal (context over the limit) is shown with the server's message.
+    driver.execute_script(
+        "document.getElementById('context').value = 'word '.repeat(5000);"
+        "document.getElementById('question').value = 'What?';"
+    )
+    driver.find_element(By.ID, "ask").click()
+    WebDriverWait(driver, 30).until(lambda d: "422" in error.text)
+    assert "context" in error.text and "limit" in error.text

@@ -1,0 +1,296 @@
+"""The HTTP API: answers, every limit and bad request (JSON errors, never a 500), the page."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import re
+import threading
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient
+from test_inference import check_answer, make_tiny_run
+
+from squadqa.serve.app import BodyLimitMiddleware, Limits, create_app
+
+LIMITS = Limits(
+    max_body_bytes=4096, max_context_chars=1500, max_questions=3, max_question_chars=200,
+    max_top_k=5, body_timeout_s=0.5,
+)  # fmt: skip
+CONTEXT = (
+    "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France. "
+    "It is named after the engineer Gustave Eiffel, whose company designed and built the tower. "
+    "It was the entrance arch to the 1889 World's Fair."
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def predictor(tiny_run: Path):
+    from squadqa.inference import QAPredictor
+
+    return QAPredictor.from_run_dir(tiny_run)
+
+
+@pytest.fixture(scope="module")
+def client(predictor):
+    with TestClient(create_app(predictor, LIMITS), raise_server_exceptions=False) as c:
+        yield c
+
+
+def post(client: TestClient, body: object, **kwargs):
+    return client.post("/v1/answer", json=body, **kwargs)
+
+
+def assert_error(response, status: int, field: str | None = None, words: str = "") -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert body["error"] and body["message"]
+    if field is not None:
+        assert body["message"].startswith(f"{field}: "), body
+        assert any(e["field"] == field for e in body["errors"]), body
+    assert words.lower() in body["message"].lower(), body
+    return body
+
+
+# --------------------------------------------------------------------------- answers
+
+
+def test_one_question(client, predictor):
+    response = post(client, {"context": CONTEXT, "question": "Who is it named after?"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model"] == "tiny-qa"
+    (answer,) = body["answers"]
+    assert answer["question"] == "Who is it named after?"
+    check_answer(CONTEXT, answer, top_k=3)
+    assert len(answer["alternatives"]) == 3
+    assert body["answers"] == predictor.answer(CONTEXT, ["Who is it named after?"], top_k=3)
+
+
+def test_several_questions_and_top_k(client):
+    questions = ["Where is it?", "When was the fair?", "Who built it?"]
+    response = post(client, {"context": CONTEXT, "questions": questions, "top_k": 5})
+    assert response.status_code == 200, response.text
+    answers = response.json()["answers"]
+    assert [a["question"] for a in answers] == questions
+    for answer in answers:
+        check_answer(CONTEXT, answer, top_k=5)
+        assert len(answer["alternatives"]) == 5
+
+
+def test_context_without_tokens_gets_an_empty_answer(client):
+    response = post(client, {"context": "\u200b\u200b", "question": "What?"})
+    assert response.status_code == 200
+    assert response.json()["answers"][0]["text"] == ""
+
+
+def test_concurrent_requests(client):
+    """Inference runs in the thread pool; answers stay right under concurrency."""
+    questions = [f"Question number {i}?" for i in range(8)]
+    results: dict[int, object] = {}
+
+    def ask(i: int) -> None:
+        results[i] = post(client, {"context": CONTEXT, "question": questions[i]}).json()
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    for i, body in results.items():
+        assert body["answers"][0]["question"] == questions[i]
+    assert len(results) == 8
+
+
+# --------------------------------------------------------------------------- bad requests
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "words"),
+    [
+        ({"question": "Who?"}, "context", "required"),
+        ({"context": "", "question": "Who?"}, "context", "empty"),
+        ({"context": " \n\t ", "question": "Who?"}, "context", "whitespace"),
+        ({"context": 42, "question": "Who?"}, "context", "string"),
+        ({"context": ["a"], "question": "Who?"}, "context", "string"),
+        ({"context": None, "question": "Who?"}, "context", "string"),
+        ({"context": CONTEXT}, "question", "required"),
+        ({"context": CONTEXT, "question": ""}, "question", "empty"),
+        ({"context": CONTEXT, "question": "   "}, "question", "whitespace"),
+        ({"context": CONTEXT, "question": 7}, "question", "string"),
+        ({"context": CONTEXT, "question": {"q": 1}}, "question", "string"),
+        ({"context": CONTEXT, "question": "a", "questions": ["b"]}, "question", "not both"),
+        ({"context": CONTEXT, "questions": []}, "questions", "at least one"),
+        ({"context": CONTEXT, "questions": "Who?"}, "questions", "list"),
+        ({"context": CONTEXT, "questions": ["Who?", " "]}, "questions", "question 1"),
+        ({"context": CONTEXT, "questions": ["Who?", 3]}, "questions[1]", "string"),
+        ({"context": CONTEXT, "questions": ["a", "b", "c", "d"]}, "questions", "limit is 3"),
+        ({"context": "word " * 400, "question": "Who?"}, "context", "limit is 1500"),
+        ({"context": CONTEXT, "question": "why " * 60}, "question", "limit is 200"),
+        ({"context": CONTEXT, "questions": ["a", "why " * 60]}, "questions[1]", "limit is 200"),
+        ({"context": CONTEXT, "question": "Who?", "top_k": 0}, "top_k", "greater than"),
+        ({"context": CONTEXT, "question": "Who?", "top_k": 6}, "top_k", "limit is 5"),
+        ({"context": CONTEXT, "question": "Who?", "top_k": "3"}, "top_k", "integer"),
+        ({"context": CONTEXT, "question": "Who?", "top_k": 2.5}, "top_k", "integer"),
+        ({"context": CONTEXT, "question": "Who?", "qestion": "x"}, "qestion", "not a known"),
+        ([CONTEXT, "Who?"], "body", "dictionary"),
+        ("just a string", "body", "dictionary"),
+        (None, "body", ""),
+    ],
+)
+def test_invalid_fields_are_422_naming_the_field(client, body, field, words):
+    assert_error(post(client, body), 422, field, words)
+
+
+def test_malformed_json(client, predictor):
+    headers = {"content-type": "application/json"}
+    for raw in (b'{"context": "a", ', b"{'context': 'a'}", b"\xff\xfe\x00\x01", b"[" * 3000):
+        response = client.post("/v1/answer", content=raw, headers=headers)
+        assert response.status_code in (400, 422), (raw[:20], response.text)
+        assert response.json()["error"]
+    assert_error(client.post("/v1/answer", content=b"{", headers=headers), 400, words="JSON")
+    huge_number = b'{"context": "a b", "question": "c", "top_k": 1' + b"0" * 5000 + b"}"
+    with TestClient(create_app(predictor), raise_server_exceptions=False) as default_limits:
+        response = default_limits.post("/v1/answer", content=huge_number, headers=headers)
+        assert response.status_code in (400, 422) and response.json()["error"], response.text
+        deep = b'{"context": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+        response = default_limits.post("/v1/answer", content=deep, headers=headers)
+        assert response.status_code in (400, 422) and response.json()["error"], response.text
+
+
+def test_body_that_is_not_json_is_415(client):
+    headers = {"content-type": "text/plain"}
+    response = client.post("/v1/answer", content=b"context=a", headers=headers)
+    assert_error(response, 415, words="application/json")
+
+
+def test_big_body_with_honest_content_length_is_413(client):
+    body = {"context": "x" * 5000, "question": "Who?"}
+    assert_error(post(client, body), 413, words="4096 bytes")
+
+
+def test_big_body_with_dishonest_content_length_is_413(client):
+    raw = json.dumps({"context": "x" * 5000, "question": "Who?"}).encode()
+    headers = {"content-type": "application/json", "content-length": "20"}
+    assert_error(client.post("/v1/answer", content=raw, headers=headers), 413)
+
+
+def test_big_body_without_content_length_is_413(client):
+    def chunks():
+        yield b'{"context": "'
+        for _ in range(100):
+            yield b"x" * 100
+        yield b'", "question": "Who?"}'
+
+    headers = {"content-type": "application/json"}
+    assert_error(client.post("/v1/answer", content=chunks(), headers=headers), 413)
+
+
+def test_invalid_content_length_is_400(client):
+    headers = {"content-type": "application/json", "content-length": "lots"}
+    assert_error(client.post("/v1/answer", content=b"{}", headers=headers), 400)
+
+
+def test_largest_valid_request_fits_the_default_body_limit():
+    """The default body limit must not refuse a request that is within every other limit."""
+    limits = Limits()
+    worst = "\x01"  # JSON-escaped as \\u0001: 6 bytes per character
+    body = {
+        "context": worst * limits.max_context_chars,
+        "questions": [worst * limits.max_question_chars] * limits.max_questions,
+        "top_k": limits.max_top_k,
+    }
+    assert len(json.dumps(body).encode()) <= limits.max_body_bytes
+
+
+def test_a_stalled_body_gets_408_not_a_hang():
+    sent: list[dict] = []
+
+    async def app(scope, receive, send):  # pragma: no cover - must not be reached
+        raise AssertionError("the app must not run")
+
+    async def receive():
+        await asyncio.sleep(3600)
+
+    async def send(message):
+        sent.append(message)
+
+    middleware = BodyLimitMiddleware(app, max_bytes=100, timeout_s=0.1)
+    scope = {"type": "http", "method": "POST", "path": "/v1/answer", "headers": []}
+    asyncio.run(asyncio.wait_for(middleware(scope, receive, send), timeout=5))
+    assert sent[0]["status"] == 408
+    assert b"not received within" in sent[1]["body"]
+
+
+def test_unknown_route_and_method_are_json(client):
+    assert_error(client.get("/v2/nothing"), 404)
+    assert_error(client.get("/v1/answer"), 405)
+
+
+# --------------------------------------------------------------------------- the rest
+
+
+def test_healthz(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok" and body["model"] == "tiny-qa"
+    assert body["limits"]["max_questions"] == 3
+
+
+def test_openapi_and_docs(client):
+    spec = client.get("/openapi.json").json()
+    answer = spec["paths"]["/v1/answer"]["post"]
+    for code in ("200", "400", "413", "415", "422"):
+        assert code in answer["responses"], code
+    schema = spec["components"]["schemas"]["AnswerRequest"]
+    assert {"context", "question", "questions", "top_k"} <= set(schema["properties"])
+    assert "/healthz" in spec["paths"]
+    assert client.get("/docs").status_code == 200
+
+
+def test_page_is_self_contained(client):
+    response = client.get("/")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    page = response.text
+    assert "http://" not in page and "https://" not in page and "//cdn" not in page
+    assert not re.search(r"<(script|link|img|iframe)[^>]+(src|href)\s*=", page, re.I)
+    for element in ('id="context"', 'id="question"', 'id="ask"', "<mark", "v1/answer"):
+        if element == "<mark":
+            assert 'createElement("mark")' in page
+        else:
+            assert element in page
+
+
+def test_real_server_refuses_a_big_chunked_body(predictor):
+    """Through uvicorn: a chunked body (no Content-Length) is counted as it arrives."""
+    from squadqa.serve.app import serve_in_thread
+
+    with serve_in_thread(create_app(predictor, LIMITS)) as url:
+        host, port = url.removeprefix("http://").split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        chunks = (b"x" * 1000 for _ in range(20))
+        conn.request("POST", "/v1/answer", body=chunks, encode_chunked=True,
+                     headers={"content-type": "application/json"})  # fmt: skip
+        response = conn.getresponse()
+        assert response.status == 413
+        assert json.loads(response.read())["error"] == "payload_too_large"
+        conn.close()
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        body = json.dumps({"context": CONTEXT, "question": "Where is it?"})
+        conn.request("POST", "/v1/answer", body=body, headers={"content-type": "application/json"})
+        response = conn.getresponse()
+        assert response.status == 200
+        check_answer(CONTEXT, json.loads(response.read())["answers"][0], top_k=3)
+        conn.close()
