@@ -35,13 +35,21 @@ def run_backend_script(backend: str, code: str, tmp_path: Path, timeout: int = 3
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env.setdefault("JAX_PLATFORMS", "cpu")
     env.setdefault("CUDA_VISIBLE_DEVICES", "")
-    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
-        raise AssertionError(f"{backend} script failed (rc={proc.returncode}):\n"
-                             f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+        raise AssertionError(
+            f"{backend} script failed (rc={proc.returncode}):\n"
+            f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+        )
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 SMOKE = """
@@ -136,8 +144,9 @@ CASES = [
 @pytest.mark.slow
 @pytest.mark.parametrize(("backend", "position", "norm_first"), CASES)
 def test_backend_smoke(tmp_path: Path, backend: str, position: str, norm_first: bool) -> None:
-    code = SMOKE.format(backend=backend, position=position, norm_first=norm_first,
-                        rotary=position == "rotary")
+    code = SMOKE.format(
+        backend=backend, position=position, norm_first=norm_first, rotary=position == "rotary"
+    )
     result = run_backend_script(backend, code, tmp_path)
     assert result["backend"] == backend
     losses = result["losses"]

@@ -13,6 +13,8 @@ from squadqa.features import (
     window_starts,
 )
 
+SMALL = FeatureConfig(max_seq_length=32, doc_stride=4, max_query_length=8)
+
 
 def _example(context: str, question: str, answer: str, qid: str = "q1") -> Example:
     start = context.index(answer)
@@ -28,11 +30,28 @@ def test_window_starts_hand_computed():
 
 def test_labels_hand_computed(bert_tokenizer):
     ex = _example("The cat sat on the mat.", "Where did it sit?", "the mat")
-    f = build_features([ex], bert_tokenizer, FeatureConfig(max_seq_length=32, doc_stride=4, max_query_length=8))
+    f = build_features(
+        [ex], bert_tokenizer, FeatureConfig(max_seq_length=32, doc_stride=4, max_query_length=8)
+    )
     ids = f.input_ids[0]
     tokens = [bert_tokenizer.tokenizer.id_to_token(int(i)) for i in ids]
-    assert tokens == ["[CLS]", "where", "did", "it", "sit", "?", "[SEP]",
-                      "the", "cat", "sat", "on", "the", "mat", ".", "[SEP]"]
+    assert tokens == [
+        "[CLS]",
+        "where",
+        "did",
+        "it",
+        "sit",
+        "?",
+        "[SEP]",
+        "the",
+        "cat",
+        "sat",
+        "on",
+        "the",
+        "mat",
+        ".",
+        "[SEP]",
+    ]
     assert (f.start_positions[0], f.end_positions[0]) == (11, 12)
     assert f.context_start[0] == 7
     s, e = f.offsets[0][11, 0], f.offsets[0][12, 1]
@@ -59,8 +78,9 @@ def test_answer_outside_window_is_labelled_cls(bert_tokenizer):
 
 def test_question_truncated_and_counted(bert_tokenizer):
     ex = _example("Paris is in France.", "word " * 50 + "?", "France")
-    f = build_features([ex], bert_tokenizer, FeatureConfig(max_seq_length=64, doc_stride=8,
-                                                           max_query_length=10))
+    f = build_features(
+        [ex], bert_tokenizer, FeatureConfig(max_seq_length=64, doc_stride=8, max_query_length=10)
+    )
     assert f.stats.truncated_questions == 1
     assert f.context_start[0] == 12  # [CLS] + 10 question tokens + [SEP]
 
@@ -89,7 +109,9 @@ def _run_qa_labels(encoding, answer_start: int, answer_text: str, cls_index: int
     token_end_index = len(encoding.ids) - 1
     while sequence_ids[token_end_index] != 1:
         token_end_index -= 1
-    if not (offsets[token_start_index][0] <= start_char and offsets[token_end_index][1] >= end_char):
+    if not (
+        offsets[token_start_index][0] <= start_char and offsets[token_end_index][1] >= end_char
+    ):
         return cls_index, cls_index
     while token_start_index < len(offsets) and offsets[token_start_index][0] <= start_char:
         token_start_index += 1
@@ -100,17 +122,18 @@ def _run_qa_labels(encoding, answer_start: int, answer_text: str, cls_index: int
 
 def test_features_match_hf_overflowing_windows(bert_tokenizer, sample_examples):
     """Same windows, ids and labels as HF tokenizers' pair encoding with overflow + run_qa.py."""
+    from conftest import bert_vocab_path
     from tokenizers.processors import TemplateProcessing
 
     from squadqa.tokenization import from_vocab
-    from conftest import bert_vocab_path
 
     cfg = FeatureConfig(max_seq_length=64, doc_stride=16, max_query_length=40)
     f = build_features(sample_examples, bert_tokenizer, cfg)
     ref = from_vocab(bert_vocab_path()).tokenizer
     cls, sep = bert_tokenizer.cls_id, bert_tokenizer.sep_id
     ref.post_processor = TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
         special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
     )
     ref.enable_truncation(max_length=64, stride=16, strategy="only_second")
@@ -158,7 +181,9 @@ def test_cache_round_trip(tmp_path: Path, bert_tokenizer, sample_examples):
 
 def test_pad_batch_masks(bert_tokenizer):
     ex = _example("The cat sat on the mat.", "Where?", "the mat")
-    f = build_features([ex, ex], bert_tokenizer, FeatureConfig(max_seq_length=32, doc_stride=4, max_query_length=8))
+    f = build_features(
+        [ex, ex], bert_tokenizer, FeatureConfig(max_seq_length=32, doc_stride=4, max_query_length=8)
+    )
     batch = pad_batch(f, [0, 1], bert_tokenizer.pad_id, multiple=16)
     n = len(f.input_ids[0])  # [CLS] where ? [SEP] + 7 context + [SEP] = 12
     assert n == 12 and batch["input_ids"].shape == (2, 16)
@@ -171,8 +196,9 @@ def test_pad_batch_masks(bert_tokenizer):
 
 def test_question_match_flags_context_tokens_seen_in_question(bert_tokenizer):
     ex = _example("The cat sat on the mat.", "Where is the mat?", "the mat")
-    f = build_features([ex], bert_tokenizer, FeatureConfig(max_seq_length=32, doc_stride=4,
-                                                           max_query_length=8))
+    f = build_features(
+        [ex], bert_tokenizer, FeatureConfig(max_seq_length=32, doc_stride=4, max_query_length=8)
+    )
     batch = pad_batch(f, [0], bert_tokenizer.pad_id, multiple=8)
     # [CLS] where is the mat ? [SEP] | the cat sat on the mat . [SEP]
     assert batch["question_match"][0, :15].tolist() == [0] * 7 + [1, 0, 0, 0, 1, 1, 0, 0]

@@ -54,14 +54,17 @@ def np_rotary(x: np.ndarray, base: float = 10000.0) -> np.ndarray:
     return out
 
 
-def np_attention(layer: MultiHeadSelfAttention, x: np.ndarray, mask: np.ndarray | None,
-                 rotary: bool = False) -> np.ndarray:
+def np_attention(
+    layer: MultiHeadSelfAttention, x: np.ndarray, mask: np.ndarray | None, rotary: bool = False
+) -> np.ndarray:
     """softmax(Q K^T / sqrt(d) + mask) V with BERT-style Q/K/V/output projections.
 
     Documented convention: a row with no real key at all gets a zero context vector.
     """
-    w = {name: [np.asarray(v, dtype=np.float64) for v in getattr(layer, name).get_weights()]
-         for name in ("query", "key", "value", "output_dense")}
+    w = {
+        name: [np.asarray(v, dtype=np.float64) for v in getattr(layer, name).get_weights()]
+        for name in ("query", "key", "value", "output_dense")
+    }
     batch, seq, hidden = x.shape
     heads = layer.num_heads
     d = hidden // heads
@@ -108,8 +111,9 @@ def np_block(block: TransformerBlock, x: np.ndarray, mask: np.ndarray | None) ->
 def randomize(layer: keras.layers.Layer, seed: int = 0, scale: float = 0.5) -> None:
     """Non-trivial weights (LayerNorm gammas/betas and biases too) so references are sensitive."""
     rng = np.random.default_rng(seed)
-    layer.set_weights([rng.normal(0, scale, w.shape).astype("float32")
-                       for w in layer.get_weights()])
+    layer.set_weights(
+        [rng.normal(0, scale, w.shape).astype("float32") for w in layer.get_weights()]
+    )
 
 
 def to_np(x) -> np.ndarray:
@@ -123,11 +127,13 @@ def to_np(x) -> np.ndarray:
 def test_sinusoidal_matches_hand_computed_values() -> None:
     pe = to_np(sinusoidal_position_encoding(np.arange(3), 4))
     # d=4: frequencies 1 and 1/10000^(2/4) = 1/100
-    expected = np.array([
-        [0.0, 1.0, 0.0, 1.0],
-        [math.sin(1), math.cos(1), math.sin(0.01), math.cos(0.01)],
-        [math.sin(2), math.cos(2), math.sin(0.02), math.cos(0.02)],
-    ])
+    expected = np.array(
+        [
+            [0.0, 1.0, 0.0, 1.0],
+            [math.sin(1), math.cos(1), math.sin(0.01), math.cos(0.01)],
+            [math.sin(2), math.cos(2), math.sin(0.02), math.cos(0.02)],
+        ]
+    )
     np.testing.assert_allclose(pe, expected, atol=1e-6)
     pe6 = to_np(sinusoidal_position_encoding(np.arange(50), 6))
     # PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(...)
@@ -136,8 +142,14 @@ def test_sinusoidal_matches_hand_computed_values() -> None:
 
 
 def test_sinusoidal_embeddings_layer_adds_fixed_encoding() -> None:
-    layer = Embeddings(20, 8, max_position_embeddings=16, position_embedding="sinusoidal",
-                       dropout=0.0, layer_norm_eps=1e-6)
+    layer = Embeddings(
+        20,
+        8,
+        max_position_embeddings=16,
+        position_embedding="sinusoidal",
+        dropout=0.0,
+        layer_norm_eps=1e-6,
+    )
     layer.build()
     randomize(layer, seed=3)
     assert len(layer.weights) == 4  # word, type, LN gamma/beta: the encoding is not a weight
@@ -145,9 +157,17 @@ def test_sinusoidal_embeddings_layer_adds_fixed_encoding() -> None:
     types = np.array([[0, 0, 1, 1, 1]], "int32")
     out = to_np(layer(ids, types))
     word, typ, gamma, beta = (np.asarray(w, np.float64) for w in layer.get_weights())
-    pe = np.array([[math.sin(p / 10000 ** (2 * (j // 2) / 8)) if j % 2 == 0
-                    else math.cos(p / 10000 ** (2 * (j // 2) / 8)) for j in range(8)]
-                   for p in range(5)])
+    pe = np.array(
+        [
+            [
+                math.sin(p / 10000 ** (2 * (j // 2) / 8))
+                if j % 2 == 0
+                else math.cos(p / 10000 ** (2 * (j // 2) / 8))
+                for j in range(8)
+            ]
+            for p in range(5)
+        ]
+    )
     expected = np_layer_norm(word[ids] + typ[types] + pe[None], gamma, beta, 1e-6)
     np.testing.assert_allclose(out, expected, atol=1e-5)
 
@@ -198,8 +218,9 @@ MASK = np.array([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [0, 0, 0, 0, 0, 0]], "i
 
 
 def _attention(impl: str, rotary: bool = False, dropout: float = 0.0) -> MultiHeadSelfAttention:
-    layer = MultiHeadSelfAttention(8, 2, attention_dropout=dropout, rotary=rotary,
-                                   attention_impl=impl)
+    layer = MultiHeadSelfAttention(
+        8, 2, attention_dropout=dropout, rotary=rotary, attention_impl=impl
+    )
     layer.build()
     randomize(layer, seed=7)
     return layer
@@ -214,8 +235,9 @@ def test_attention_matches_numpy_reference(impl: str, rotary: bool) -> None:
     assert np.isfinite(out).all()
     np.testing.assert_allclose(out, np_attention(layer, x, MASK, rotary), atol=1e-5)
     # the all-padding row attends to nothing: context 0, output = the output projection's bias
-    np.testing.assert_allclose(out[2], np.broadcast_to(layer.output_dense.get_weights()[1], (6, 8)),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        out[2], np.broadcast_to(layer.output_dense.get_weights()[1], (6, 8)), atol=1e-6
+    )
     # no mask at all = every key real
     np.testing.assert_allclose(to_np(layer(x)), np_attention(layer, x, None, rotary), atol=1e-5)
 
@@ -227,8 +249,9 @@ def test_padded_keys_are_never_attended() -> None:
     mask = np.array([[1, 1, 1, 0, 0, 0]], "int32")
     junk = x.copy()
     junk[:, 3:] = rng.normal(size=(1, 3, 8)) * 100  # wildly different padding content
-    np.testing.assert_allclose(to_np(layer(x, mask))[:, :3], to_np(layer(junk, mask))[:, :3],
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        to_np(layer(x, mask))[:, :3], to_np(layer(junk, mask))[:, :3], atol=1e-5
+    )
 
 
 def test_fused_and_explicit_paths_agree() -> None:
@@ -284,8 +307,15 @@ def test_exact_and_tanh_gelu_differ() -> None:
 
 @pytest.mark.parametrize("norm_first", [False, True])
 def test_transformer_block_matches_numpy(norm_first: bool) -> None:
-    block = TransformerBlock(8, 2, 16, norm_first=norm_first, hidden_dropout=0.0,
-                             attention_dropout=0.0, layer_norm_eps=1e-6)
+    block = TransformerBlock(
+        8,
+        2,
+        16,
+        norm_first=norm_first,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        layer_norm_eps=1e-6,
+    )
     block.build()
     randomize(block, seed=9)
     x = np.random.default_rng(7).normal(size=(3, 6, 8)).astype("float32")
@@ -316,19 +346,35 @@ def test_span_head_masks_and_uses_float32() -> None:
 
 
 LAYER_FACTORIES = {
-    "embeddings": (lambda: Embeddings(30, 8, max_position_embeddings=12,
-                                      position_embedding="sinusoidal", dropout=0.2,
-                                      layer_norm_eps=1e-7),
-                   lambda layer: layer(np.array([[1, 2, 3]], "int32"))),
-    "attention": (lambda: MultiHeadSelfAttention(8, 2, attention_dropout=0.3, rotary=True,
-                                                 attention_impl="explicit"),
-                  lambda layer: layer(np.ones((1, 3, 8), "float32"), MASK[1:2, :3])),
-    "feed_forward": (lambda: FeedForward(8, 16, hidden_act="gelu_tanh", dropout=0.2),
-                     lambda layer: layer(np.ones((1, 3, 8), "float32"))),
-    "block": (lambda: TransformerBlock(8, 2, 16, norm_first=True, rotary=True),
-              lambda layer: layer(np.ones((1, 3, 8), "float32"), MASK[1:2, :3])),
-    "span_head": (lambda: SpanHead(8, initializer_range=0.05),
-                  lambda layer: layer(np.ones((1, 3, 8), "float32"), MASK[1:2, :3])[0]),
+    "embeddings": (
+        lambda: Embeddings(
+            30,
+            8,
+            max_position_embeddings=12,
+            position_embedding="sinusoidal",
+            dropout=0.2,
+            layer_norm_eps=1e-7,
+        ),
+        lambda layer: layer(np.array([[1, 2, 3]], "int32")),
+    ),
+    "attention": (
+        lambda: MultiHeadSelfAttention(
+            8, 2, attention_dropout=0.3, rotary=True, attention_impl="explicit"
+        ),
+        lambda layer: layer(np.ones((1, 3, 8), "float32"), MASK[1:2, :3]),
+    ),
+    "feed_forward": (
+        lambda: FeedForward(8, 16, hidden_act="gelu_tanh", dropout=0.2),
+        lambda layer: layer(np.ones((1, 3, 8), "float32")),
+    ),
+    "block": (
+        lambda: TransformerBlock(8, 2, 16, norm_first=True, rotary=True),
+        lambda layer: layer(np.ones((1, 3, 8), "float32"), MASK[1:2, :3]),
+    ),
+    "span_head": (
+        lambda: SpanHead(8, initializer_range=0.05),
+        lambda layer: layer(np.ones((1, 3, 8), "float32"), MASK[1:2, :3])[0],
+    ),
 }
 
 

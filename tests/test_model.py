@@ -14,8 +14,14 @@ from test_layers import np_block, np_layer_norm, randomize, to_np  # noqa: E402
 from squadqa.layers import MASKED_LOGIT  # noqa: E402
 from squadqa.model import QAConfig, QATransformer, span_losses  # noqa: E402
 
-TINY = dict(vocab_size=40, hidden_size=16, num_layers=2, num_heads=4, intermediate_size=32,
-            max_position_embeddings=32)
+TINY = dict(
+    vocab_size=40,
+    hidden_size=16,
+    num_layers=2,
+    num_heads=4,
+    intermediate_size=32,
+    max_position_embeddings=32,
+)
 
 
 def tiny_config(**overrides) -> QAConfig:
@@ -31,12 +37,16 @@ def make_batch(batch: int = 3, seq: int = 10, lengths=(10, 7, 4), seed: int = 0)
     span_mask = np.zeros((batch, seq), "int32")
     for row, length in enumerate(lengths):
         attention_mask[row, :length] = 1
-        token_type_ids[row, length // 2:length] = 1
+        token_type_ids[row, length // 2 : length] = 1
         span_mask[row, 0] = 1
-        span_mask[row, length // 2:length - 1] = 1
+        span_mask[row, length // 2 : length - 1] = 1
     input_ids[attention_mask == 0] = 0
-    return {"input_ids": input_ids, "token_type_ids": token_type_ids,
-            "attention_mask": attention_mask, "span_mask": span_mask}
+    return {
+        "input_ids": input_ids,
+        "token_type_ids": token_type_ids,
+        "attention_mask": attention_mask,
+        "span_mask": span_mask,
+    }
 
 
 def built_model(config: QAConfig, seed: int = 0) -> QATransformer:
@@ -61,18 +71,21 @@ def test_config_dict_round_trip() -> None:
     assert config.head_size == 4
 
 
-@pytest.mark.parametrize(("overrides", "field"), [
-    ({"num_heads": 5}, "num_heads"),
-    ({"hidden_size": 0}, "hidden_size"),
-    ({"position_embedding": "alibi"}, "position_embedding"),
-    ({"hidden_dropout": 1.0}, "hidden_dropout"),
-    ({"attention_dropout": -0.1}, "attention_dropout"),
-    ({"layer_norm_eps": 0.0}, "layer_norm_eps"),
-    ({"hidden_act": "swish"}, "hidden_act"),
-    ({"num_layers": 2.5}, "num_layers"),
-    ({"norm_first": "yes"}, "norm_first"),
-    ({"hidden_size": 12, "num_heads": 4, "position_embedding": "rotary"}, "num_heads"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"num_heads": 5}, "num_heads"),
+        ({"hidden_size": 0}, "hidden_size"),
+        ({"position_embedding": "alibi"}, "position_embedding"),
+        ({"hidden_dropout": 1.0}, "hidden_dropout"),
+        ({"attention_dropout": -0.1}, "attention_dropout"),
+        ({"layer_norm_eps": 0.0}, "layer_norm_eps"),
+        ({"hidden_act": "swish"}, "hidden_act"),
+        ({"num_layers": 2.5}, "num_layers"),
+        ({"norm_first": "yes"}, "norm_first"),
+        ({"hidden_size": 12, "num_heads": 4, "position_embedding": "rotary"}, "num_heads"),
+    ],
+)
 def test_config_validation_names_the_field(overrides: dict, field: str) -> None:
     with pytest.raises(ValueError, match=field):
         QAConfig(**{**TINY, **overrides})
@@ -99,8 +112,9 @@ def np_forward(model: QATransformer, batch: dict) -> tuple[np.ndarray, np.ndarra
     ids, types = batch["input_ids"], batch["token_type_ids"]
     mask = batch["attention_mask"].astype(np.float64)
     seq = ids.shape[1]
-    hidden = np_layer_norm(word[ids] + typ[types] + pos[:seq][None], gamma, beta,
-                           config.layer_norm_eps)
+    hidden = np_layer_norm(
+        word[ids] + typ[types] + pos[:seq][None], gamma, beta, config.layer_norm_eps
+    )
     for block in model.encoder_layers:
         hidden = np_block(block, hidden, mask)
     if model.final_layer_norm is not None:
@@ -109,8 +123,11 @@ def np_forward(model: QATransformer, batch: dict) -> tuple[np.ndarray, np.ndarra
     kernel, bias = (np.asarray(w, np.float64) for w in model.span_head.get_weights())
     logits = hidden @ kernel + bias
     allowed = batch["span_mask"] == 1
-    return (hidden, np.where(allowed, logits[..., 0], MASKED_LOGIT),
-            np.where(allowed, logits[..., 1], MASKED_LOGIT))
+    return (
+        hidden,
+        np.where(allowed, logits[..., 0], MASKED_LOGIT),
+        np.where(allowed, logits[..., 1], MASKED_LOGIT),
+    )
 
 
 @pytest.mark.parametrize("norm_first", [False, True])
@@ -141,8 +158,9 @@ def test_span_mask_sets_large_negative() -> None:
 
 @pytest.mark.parametrize("position_embedding", ["learned", "sinusoidal", "rotary"])
 @pytest.mark.parametrize("norm_first", [False, True])
-def test_appended_padding_does_not_change_real_positions(position_embedding: str,
-                                                         norm_first: bool) -> None:
+def test_appended_padding_does_not_change_real_positions(
+    position_embedding: str, norm_first: bool
+) -> None:
     model = built_model(tiny_config(position_embedding=position_embedding, norm_first=norm_first))
     short = make_batch(seq=10)
     padded = {key: np.pad(value, ((0, 0), (0, 6))) for key, value in short.items()}
@@ -193,8 +211,14 @@ def test_mixed_precision_still_float32_logits() -> None:
 # saving
 
 
-@pytest.mark.parametrize("overrides", [{}, {"position_embedding": "rotary", "norm_first": True},
-                                       {"position_embedding": "sinusoidal"}])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"position_embedding": "rotary", "norm_first": True},
+        {"position_embedding": "sinusoidal"},
+    ],
+)
 def test_keras_file_round_trip(tmp_path, overrides: dict) -> None:
     model = built_model(tiny_config(**overrides, hidden_dropout=0.1, attention_dropout=0.1))
     batch = make_batch()
@@ -237,8 +261,10 @@ def test_fit_reduces_loss() -> None:
     keras.utils.set_random_seed(0)
     model = QATransformer(QAConfig(**TINY))  # with dropout: the training path
     batch = make_batch(batch=4, lengths=(10, 8, 6, 9), seed=2)
-    targets = {"start_logits": np.array([0, 5, 3, 6], "int32"),
-               "end_logits": np.array([0, 6, 4, 7], "int32")}
+    targets = {
+        "start_logits": np.array([0, 5, 3, 6], "int32"),
+        "end_logits": np.array([0, 6, 4, 7], "int32"),
+    }
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=span_losses())
     history = model.fit(batch, targets, batch_size=4, epochs=10, verbose=0)
     losses = history.history["loss"]
@@ -262,5 +288,6 @@ def test_question_match_embedding_is_an_input_only_when_enabled(tmp_path) -> Non
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras", safe_mode=True)
     assert loaded.config.question_match
-    np.testing.assert_allclose(logits_np(loaded, {**batch, "question_match": flags})[0],
-                               flagged[0], atol=1e-6)
+    np.testing.assert_allclose(
+        logits_np(loaded, {**batch, "question_match": flags})[0], flagged[0], atol=1e-6
+    )

@@ -58,15 +58,21 @@ def padded_batch(vocab_size: int, seed: int = 0) -> dict[str, np.ndarray]:
         array[attention_mask == 0] = 0
     span_mask = attention_mask.copy()
     span_mask[:, 1:8] = 0
-    return {"input_ids": input_ids, "token_type_ids": token_type_ids,
-            "attention_mask": attention_mask, "span_mask": span_mask}
+    return {
+        "input_ids": input_ids,
+        "token_type_ids": token_type_ids,
+        "attention_mask": attention_mask,
+        "span_mask": span_mask,
+    }
 
 
 def torch_inputs(batch: dict[str, np.ndarray]) -> dict:
     import torch
 
-    return {key: torch.tensor(batch[key], dtype=torch.long)
-            for key in ("input_ids", "token_type_ids", "attention_mask")}
+    return {
+        key: torch.tensor(batch[key], dtype=torch.long)
+        for key in ("input_ids", "token_type_ids", "attention_mask")
+    }
 
 
 def to_np(x) -> np.ndarray:
@@ -92,8 +98,15 @@ def test_default_checkpoint_is_the_installed_package() -> None:
 def test_minilm_loads_with_report(minilm) -> None:
     minilm_dir()
     model, config, report = minilm
-    expected = QAConfig(vocab_size=30522, hidden_size=384, num_layers=6, num_heads=12,
-                        intermediate_size=1536, max_position_embeddings=512, layer_norm_eps=1e-12)
+    expected = QAConfig(
+        vocab_size=30522,
+        hidden_size=384,
+        num_layers=6,
+        num_heads=12,
+        intermediate_size=1536,
+        max_position_embeddings=512,
+        layer_norm_eps=1e-12,
+    )
     assert config == expected
     assert model.config == expected
     assert report.ok and not report.missing and not report.mismatched
@@ -121,8 +134,10 @@ def test_encode_matches_hf_bert_model(minilm) -> None:
     with torch.no_grad():
         theirs = hf(**torch_inputs(batch)).last_hidden_state.double().numpy()
     diff = np.abs(ours - theirs)
-    print(f"\nmax |ours - HF BertModel| (torch, fp32): all {diff.max():.2e}, "
-          f"real tokens {diff[batch['attention_mask'] == 1].max():.2e}")
+    print(
+        f"\nmax |ours - HF BertModel| (torch, fp32): all {diff.max():.2e}, "
+        f"real tokens {diff[batch['attention_mask'] == 1].max():.2e}"
+    )
     assert diff.max() < TOLERANCE
 
 
@@ -132,7 +147,8 @@ def test_qa_logits_match_bert_for_question_answering(minilm) -> None:
 
     model, config, _ = minilm
     hf = transformers.BertForQuestionAnswering.from_pretrained(
-        minilm_dir(), local_files_only=True).eval()
+        minilm_dir(), local_files_only=True
+    ).eval()
     head = export_state_dict(model)
     with torch.no_grad():
         hf.qa_outputs.weight.copy_(torch.from_numpy(head["qa_outputs.weight"]))
@@ -150,8 +166,9 @@ def test_qa_logits_match_bert_for_question_answering(minilm) -> None:
     # with the span mask: equal where allowed, MASKED_LOGIT elsewhere
     masked = to_np(model(batch, training=False)["start_logits"])
     allowed = batch["span_mask"] == 1
-    np.testing.assert_allclose(masked[allowed], theirs.start_logits.numpy()[allowed],
-                               atol=TOLERANCE)
+    np.testing.assert_allclose(
+        masked[allowed], theirs.start_logits.numpy()[allowed], atol=TOLERANCE
+    )
     assert (masked[~allowed] < -1e3).all()
 
 
@@ -160,9 +177,15 @@ def _random_tiny_hf_qa(transformers, directory: Path, hidden_act: str = "gelu") 
     import torch
 
     hf_config = transformers.BertConfig(
-        vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=37, max_position_embeddings=40, type_vocab_size=3,
-        layer_norm_eps=1e-7, hidden_act=hidden_act,
+        vocab_size=97,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        max_position_embeddings=40,
+        type_vocab_size=3,
+        layer_norm_eps=1e-7,
+        hidden_act=hidden_act,
     )
     torch.manual_seed(0)
     hf = transformers.BertForQuestionAnswering(hf_config).eval()
@@ -184,8 +207,9 @@ def test_tiny_random_bert_with_prefix_and_head(tmp_path: Path, hidden_act: str) 
     assert report.head_loaded and not report.unexpected
     assert config.type_vocab_size == 3 and config.layer_norm_eps == 1e-7
     assert config.hidden_act == ("gelu" if hidden_act == "gelu" else "gelu_tanh")
-    hf = transformers.BertForQuestionAnswering.from_pretrained(tmp_path,
-                                                               local_files_only=True).eval()
+    hf = transformers.BertForQuestionAnswering.from_pretrained(
+        tmp_path, local_files_only=True
+    ).eval()
     batch = padded_batch(config.vocab_size, seed=2)
     batch["token_type_ids"][:, 15:] = 2 * batch["attention_mask"][:, 15:]
     batch["span_mask"] = np.ones_like(batch["span_mask"])
@@ -193,8 +217,9 @@ def test_tiny_random_bert_with_prefix_and_head(tmp_path: Path, hidden_act: str) 
         theirs = hf(**torch_inputs(batch))
     ours = model(batch, training=False)
     for key in ("start_logits", "end_logits"):
-        np.testing.assert_allclose(to_np(ours[key]), getattr(theirs, key).numpy(),
-                                   atol=TOLERANCE, rtol=0)
+        np.testing.assert_allclose(
+            to_np(ours[key]), getattr(theirs, key).numpy(), atol=TOLERANCE, rtol=0
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,8 +227,14 @@ def test_tiny_random_bert_with_prefix_and_head(tmp_path: Path, hidden_act: str) 
 
 
 def tiny_config() -> QAConfig:
-    return QAConfig(vocab_size=30, hidden_size=8, num_layers=2, num_heads=2, intermediate_size=12,
-                    max_position_embeddings=16)
+    return QAConfig(
+        vocab_size=30,
+        hidden_size=8,
+        num_layers=2,
+        num_heads=2,
+        intermediate_size=12,
+        max_position_embeddings=16,
+    )
 
 
 def synthetic_state_dict(config: QAConfig, prefix: str = "bert.") -> dict[str, np.ndarray]:
@@ -219,8 +250,12 @@ def synthetic_state_dict(config: QAConfig, prefix: str = "bert.") -> dict[str, n
     }
     for n in range(config.num_layers):
         layer = f"encoder.layer.{n}."
-        for part in ("attention.self.query", "attention.self.key", "attention.self.value",
-                     "attention.output.dense"):
+        for part in (
+            "attention.self.query",
+            "attention.self.key",
+            "attention.self.value",
+            "attention.output.dense",
+        ):
             shapes[f"{layer}{part}.weight"] = (h, h)
             shapes[f"{layer}{part}.bias"] = (h,)
         shapes[f"{layer}intermediate.dense.weight"] = (i, h)
@@ -230,8 +265,9 @@ def synthetic_state_dict(config: QAConfig, prefix: str = "bert.") -> dict[str, n
         for norm in ("attention.output.LayerNorm", "output.LayerNorm"):
             shapes[f"{layer}{norm}.weight"] = (h,)
             shapes[f"{layer}{norm}.bias"] = (h,)
-    return {prefix + name: rng.normal(size=shape).astype("float32")
-            for name, shape in shapes.items()}
+    return {
+        prefix + name: rng.normal(size=shape).astype("float32") for name, shape in shapes.items()
+    }
 
 
 def test_name_map_covers_every_variable_once() -> None:
@@ -242,7 +278,8 @@ def test_name_map_covers_every_variable_once() -> None:
     assert len(ours) == len(set(ours))
     assert sorted(ours) == sorted(v.path.split("/", 1)[1] for v in model.weights)
     assert set(hf_name_map(config.num_layers, include_head=False)) == {
-        canonical_name(name) for name in synthetic_state_dict(config)}
+        canonical_name(name) for name in synthetic_state_dict(config)
+    }
 
 
 def test_synthetic_state_dict_lands_in_the_right_variables() -> None:
@@ -254,15 +291,21 @@ def test_synthetic_state_dict_lands_in_the_right_variables() -> None:
     report = load_state_dict(model, state)
     assert sorted(report.unexpected) == ["cls.predictions.bias", "pooler.dense.weight"]
     query = model.encoder_layers[1].attention.query
-    np.testing.assert_array_equal(to_np(query.kernel),
-                                  state["bert.encoder.layer.1.attention.self.query.weight"].T)
+    np.testing.assert_array_equal(
+        to_np(query.kernel), state["bert.encoder.layer.1.attention.self.query.weight"].T
+    )
     ffn_out = model.encoder_layers[0].feed_forward.output_dense
-    np.testing.assert_array_equal(to_np(ffn_out.kernel),
-                                  state["bert.encoder.layer.0.output.dense.weight"].T)
-    np.testing.assert_array_equal(to_np(model.encoder_layers[0].output_layer_norm.gamma),
-                                  state["bert.encoder.layer.0.output.LayerNorm.weight"])
-    np.testing.assert_array_equal(to_np(model.embeddings.token_type_embeddings.embeddings),
-                                  state["bert.embeddings.token_type_embeddings.weight"])
+    np.testing.assert_array_equal(
+        to_np(ffn_out.kernel), state["bert.encoder.layer.0.output.dense.weight"].T
+    )
+    np.testing.assert_array_equal(
+        to_np(model.encoder_layers[0].output_layer_norm.gamma),
+        state["bert.encoder.layer.0.output.LayerNorm.weight"],
+    )
+    np.testing.assert_array_equal(
+        to_np(model.embeddings.token_type_embeddings.embeddings),
+        state["bert.embeddings.token_type_embeddings.weight"],
+    )
 
 
 def test_missing_and_misshaped_tensors_are_named() -> None:
@@ -288,7 +331,8 @@ def test_missing_and_misshaped_tensors_are_named() -> None:
 def test_tf_era_gamma_beta_names_and_prefix() -> None:
     assert canonical_name("bert.embeddings.LayerNorm.gamma") == "embeddings.LayerNorm.weight"
     assert canonical_name("encoder.layer.3.output.LayerNorm.beta") == (
-        "encoder.layer.3.output.LayerNorm.bias")
+        "encoder.layer.3.output.LayerNorm.bias"
+    )
     assert canonical_name("qa_outputs.weight") == "qa_outputs.weight"
 
 
@@ -303,23 +347,27 @@ def test_config_derived_from_shapes_without_config_json(tmp_path: Path, minilm) 
     model, config, report = load_pretrained(tmp_path)
     assert config == minilm[1]
     assert report.config_source == "derived from tensor shapes"
-    assert any("derived from tensor shapes" in note and "num_heads=12" in note
-               for note in report.notes)
+    assert any(
+        "derived from tensor shapes" in note and "num_heads=12" in note for note in report.notes
+    )
     batch = padded_batch(config.vocab_size)
-    np.testing.assert_allclose(to_np(model.encode(batch)), to_np(minilm[0].encode(batch)),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        to_np(model.encode(batch)), to_np(minilm[0].encode(batch)), atol=1e-6
+    )
 
 
 def test_overrides_and_fixed_fields(minilm) -> None:
     minilm_dir()
-    model, config, report = load_pretrained(hidden_dropout=0.2, attention_dropout=0.0,
-                                            max_position_embeddings=128)
+    model, config, report = load_pretrained(
+        hidden_dropout=0.2, attention_dropout=0.0, max_position_embeddings=128
+    )
     assert (config.hidden_dropout, config.attention_dropout) == (0.2, 0.0)
     assert tuple(model.embeddings.position_embeddings.embeddings.shape) == (128, 384)
     assert any("first 128 of 512 positions" in note for note in report.notes)
     batch = padded_batch(config.vocab_size)
-    np.testing.assert_allclose(to_np(model.encode(batch)), to_np(minilm[0].encode(batch)),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        to_np(model.encode(batch)), to_np(minilm[0].encode(batch)), atol=1e-6
+    )
     with pytest.raises(ValueError, match="position_embedding"):
         load_pretrained(position_embedding="rotary")
     with pytest.raises(ValueError, match="norm_first"):

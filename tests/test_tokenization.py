@@ -40,7 +40,8 @@ def test_train_wordpiece_save_load(tmp_path: Path, sample_examples):
     # Uncased, and offsets point back into the original text.
     enc = tok.encode_batch(["Genome GENOME"])[0]
     assert enc.ids[: len(enc.ids) // 2] == enc.ids[len(enc.ids) // 2 :]
-    assert [("Genome GENOME")[s:e].lower() for s, e in enc.offsets][0].startswith("gen")
+    first_start, first_end = enc.offsets[0]
+    assert "Genome GENOME"[first_start:first_end].lower().startswith("gen")
 
 
 def test_training_texts_dedups_contexts(sample_examples):
@@ -53,9 +54,11 @@ def test_missing_special_tokens_rejected():
     from tokenizers import Tokenizer, models
 
     with pytest.raises(ValueError, match=r"\[CLS\]"):
-        QATokenizer(Tokenizer(models.WordPiece({"[PAD]": 0, "[UNK]": 1, "a": 2}, unk_token="[UNK]")))
+        QATokenizer(
+            Tokenizer(models.WordPiece({"[PAD]": 0, "[UNK]": 1, "a": 2}, unk_token="[UNK]"))
+        )
 
 
 def test_load_tokenizer_errors(tmp_path: Path):
-    with pytest.raises(FileNotFoundError, match="tokenizer.json or vocab.txt"):
+    with pytest.raises(FileNotFoundError, match=r"tokenizer\.json or vocab\.txt"):
         load_tokenizer(tmp_path)

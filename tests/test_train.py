@@ -51,8 +51,16 @@ def test_training_writes_a_complete_run_record(tmp_path: Path):
     status = train(config, tmp_path)
     run = tmp_path / "rec"
     assert status["status"] == "finished" and status["epochs_run"] == 3
-    for name in ("config.toml", "tokenizer.json", "status.json", "metrics.jsonl", "eval.json",
-                 "predictions.json", "nbest_predictions.json", "model.keras"):
+    for name in (
+        "config.toml",
+        "tokenizer.json",
+        "status.json",
+        "metrics.jsonl",
+        "eval.json",
+        "predictions.json",
+        "nbest_predictions.json",
+        "model.keras",
+    ):
         assert (run / name).is_file(), name
     metrics = _metrics(run)
     assert [m["epoch"] for m in metrics] == [1, 2, 3]
@@ -63,16 +71,19 @@ def test_training_writes_a_complete_run_record(tmp_path: Path):
     dev = load_config(run / "config.toml").data
     from squadqa.data import load_squad, write_squad
 
-    subset = write_squad(load_squad("sample", max_samples=dev.max_dev_samples).examples,
-                         tmp_path / "dev.json")
+    subset = write_squad(
+        load_squad("sample", max_samples=dev.max_dev_samples).examples, tmp_path / "dev.json"
+    )
     official = evaluate_files(subset, run / "predictions.json")
     assert saved["exact_match"] == official["exact_match"] and saved["f1"] == official["f1"]
     best = max(metrics, key=lambda m: m["dev_f1"])
     assert saved["epoch"] == best["epoch"] and status["best_dev_f1"] == best["dev_f1"]
     # The exported model loads in safe mode and is the best checkpoint.
     loaded = keras.models.load_model(run / "model.keras", safe_mode=True)
-    batch = {k: np.ones((1, 16), "int32") for k in
-             ("input_ids", "token_type_ids", "attention_mask", "span_mask")}
+    batch = {
+        k: np.ones((1, 16), "int32")
+        for k in ("input_ids", "token_type_ids", "attention_mask", "span_mask")
+    }
     out = keras.ops.convert_to_numpy(loaded(batch)["start_logits"])
     assert np.isfinite(out).all()
     with pytest.raises(FileExistsError, match="--resume"):
@@ -120,10 +131,12 @@ def test_kill_mid_epoch_then_resume_matches_uninterrupted(tmp_path: Path):
     assert resumed["status"] == "finished" and resumed["epochs_run"] == 3
     a, b = _metrics(tmp_path / "straight"), _metrics(tmp_path / "killed")
     keys = ("epoch", "train_loss", "dev_loss", "dev_exact_match", "dev_f1", "lr", "train_tokens")
-    assert [m[k] for m in b for k in keys] == pytest.approx([m[k] for m in a for k in keys],
-                                                            rel=1e-5)
+    assert [m[k] for m in b for k in keys] == pytest.approx(
+        [m[k] for m in a for k in keys], rel=1e-5
+    )
     assert json.loads((tmp_path / "killed" / "predictions.json").read_text()) == json.loads(
-        (tmp_path / "straight" / "predictions.json").read_text())
+        (tmp_path / "straight" / "predictions.json").read_text()
+    )
 
 
 def test_resume_without_a_run_is_an_error(tmp_path: Path):

@@ -14,7 +14,6 @@ from typing import Any
 
 from squadqa.model import QAConfig
 
-
 DEFAULT_MODEL = {"hidden_size": 256, "num_layers": 4, "num_heads": 4, "intermediate_size": 1024}
 
 

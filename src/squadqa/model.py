@@ -207,7 +207,10 @@ class QATransformer(keras.Model):
         token_type_ids = inputs.get("token_type_ids")
         attention_mask = inputs.get("attention_mask")
         hidden_states = self.embeddings(
-            input_ids, token_type_ids, training=training, question_match=inputs.get("question_match")
+            input_ids,
+            token_type_ids,
+            training=training,
+            question_match=inputs.get("question_match"),
         )
         for block in self.encoder_layers:
             hidden_states = block(hidden_states, attention_mask, training=training)

@@ -465,5 +465,6 @@ def export_state_dict(model: QATransformer, prefix: str = "") -> dict[str, np.nd
             continue
         array = np.asarray(ops.convert_to_numpy(variables[ours]), dtype=np.float32)
         name = key if key in HEAD_NAMES else prefix + key
-        exported[name] = array.T if transpose else array
+        # Contiguous: safetensors writes the raw buffer, so a transposed view would be scrambled.
+        exported[name] = np.ascontiguousarray(array.T if transpose else array)
     return exported
