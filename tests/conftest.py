@@ -40,3 +40,42 @@ def bert_tokenizer():
     from squadqa.tokenization import from_vocab
 
     return from_vocab(bert_vocab_path())
+
+
+# A seconds-long training on the bundled sample: the shared starting point of the training,
+# records, inference, server and browser tests.
+TINY_TRAINING = [
+    "data.max_train_samples=48",
+    "data.max_dev_samples=24",
+    "tokenizer.vocab_size=1500",
+    "features.max_seq_length=128",
+    "features.doc_stride=32",
+    "features.max_query_length=32",
+    "model.hidden_size=32",
+    "model.num_layers=1",
+    "model.num_heads=2",
+    "model.intermediate_size=64",
+    "train.batch_size=8",
+    "train.learning_rate=0.003",
+    "train.eval_batch_size=32",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished one-epoch run directory, trained once per session."""
+    from squadqa.config import load_config
+    from squadqa.train import train
+
+    root = tmp_path_factory.mktemp("tiny-qa-runs")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SQUADQA_CACHE", str(root / "cache"))
+        train(load_config(None, [*TINY_TRAINING, "name=tiny-qa", "train.epochs=1"]), root)
+    return root / "tiny-qa"
+
+
+@pytest.fixture(scope="session")
+def predictor(tiny_run: Path):
+    from squadqa.inference import QAPredictor
+
+    return QAPredictor.from_run_dir(tiny_run)

@@ -160,3 +160,23 @@ def test_backend_smoke(tmp_path: Path, backend: str, position: str, norm_first: 
     assert result["save_load_max_diff"] == 0.0
     assert result["weights_max_diff"] == 0.0
     assert result["fused_vs_explicit"] < 1e-5
+
+
+SANITY = """
+import json
+from squadqa.checks import overfit_check
+
+# Fixed shapes (one padded length, one batch) so jax / tensorflow compile each step once.
+result = overfit_check(n_examples=8, epochs={epochs}, runs_dir="runs", overrides=[
+    "train.length_multiple=256", "train.batch_size=16", "train.eval_batch_size=16",
+])
+print("RESULT " + json.dumps(result))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["jax", "tensorflow"])
+def test_sanity_overfit_on_backend(tmp_path: Path, backend: str) -> None:
+    """`squadqa sanity`, small, through the real training loop on each non-default backend."""
+    result = run_backend_script(backend, SANITY.format(epochs=30), tmp_path, timeout=900)
+    assert result["passed"], result["message"]

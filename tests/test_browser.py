@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("fastapi")
-from test_inference import make_tiny_run
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 CHROMIUM = next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser")) if p), None)
@@ -58,11 +57,9 @@ def driver(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="module")
-def server_url(tmp_path_factory: pytest.TempPathFactory):
-    from squadqa.inference import QAPredictor
+def server_url(predictor):
     from squadqa.serve.app import create_app, serve_in_thread
 
-    predictor = QAPredictor.from_run_dir(make_tiny_run(tmp_path_factory))
     with serve_in_thread(create_app(predictor)) as url:
         yield url
 

@@ -10,51 +10,6 @@ import pytest
 
 from squadqa.config import load_config
 
-# Small windows (max_seq_length 128) so the sample's paragraphs span several windows.
-TINY_RUN = [
-    "name=tiny-qa",
-    "data.max_train_samples=48",
-    "data.max_dev_samples=24",
-    "tokenizer.vocab_size=1500",
-    "features.max_seq_length=128",
-    "features.doc_stride=32",
-    "features.max_query_length=32",
-    "model.hidden_size=32",
-    "model.num_layers=1",
-    "model.num_heads=2",
-    "model.intermediate_size=64",
-    "train.epochs=1",
-    "train.batch_size=8",
-    "train.learning_rate=0.003",
-    "train.eval_batch_size=32",
-]
-
-
-def make_tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Train the tiny run once per session (shared by the inference, serve and browser tests)."""
-    root = tmp_path_factory.getbasetemp() / "tiny-qa-runs"
-    run_dir = root / "tiny-qa"
-    if (run_dir / "model.keras").is_file():
-        return run_dir
-    from squadqa.train import train
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SQUADQA_CACHE", str(tmp_path_factory.getbasetemp() / "tiny-qa-cache"))
-        train(load_config(None, TINY_RUN), root)
-    return run_dir
-
-
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_run(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def predictor(tiny_run: Path):
-    from squadqa.inference import QAPredictor
-
-    return QAPredictor.from_run_dir(tiny_run)
-
 
 @pytest.fixture(scope="session")
 def dev_examples(tiny_run: Path):

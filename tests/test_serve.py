@@ -7,13 +7,12 @@ import http.client
 import json
 import re
 import threading
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient
-from test_inference import check_answer, make_tiny_run
+from test_inference import check_answer
 
 from squadqa.serve.app import BodyLimitMiddleware, Limits, create_app
 
@@ -26,18 +25,6 @@ CONTEXT = (
     "It is named after the engineer Gustave Eiffel, whose company designed and built the tower. "
     "It was the entrance arch to the 1889 World's Fair."
 )
-
-
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_run(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def predictor(tiny_run: Path):
-    from squadqa.inference import QAPredictor
-
-    return QAPredictor.from_run_dir(tiny_run)
 
 
 @pytest.fixture(scope="module")

@@ -12,25 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TINY_TRAINING
 
 from squadqa.config import load_config
 from squadqa.evaluation import evaluate_files
 
-TINY = [
-    "data.max_train_samples=48",
-    "data.max_dev_samples=24",
-    "tokenizer.vocab_size=1500",
-    "features.max_seq_length=128",
-    "features.doc_stride=32",
-    "features.max_query_length=32",
-    "model.hidden_size=32",
-    "model.num_layers=1",
-    "model.num_heads=2",
-    "model.intermediate_size=64",
-    "train.batch_size=8",
-    "train.learning_rate=0.003",
-    "train.eval_batch_size=32",
-]
+TINY = TINY_TRAINING
 
 
 @pytest.fixture(autouse=True)

@@ -58,7 +58,9 @@ class TrainConfig:
     grad_accum: int = 1
     seed: int = 0
     early_stopping_patience: int = 0  # epochs without dev F1 gain before stopping; 0 = off
-    length_multiple: int = 32  # batches are padded to a multiple of this many tokens
+    # Batches are padded to a multiple of this many tokens. 0 = by backend: 8 on torch (eager,
+    # any shape is free), 64 on jax / tensorflow (each new shape compiles).
+    length_multiple: int = 0
 
 
 @dataclass

@@ -75,7 +75,7 @@ class QAPredictor:
     tokenizer: QATokenizer
     feature_config: FeatureConfig
     span_config: SpanConfig
-    length_multiple: int = 32
+    length_multiple: int = 8
     batch_size: int = 64
     name: str = ""
 
@@ -99,6 +99,7 @@ class QAPredictor:
         import keras
 
         import squadqa.model  # noqa: F401  (registers QATransformer and its layers for loading)
+        from squadqa.train import padding_multiple
 
         config = load_config(run_dir / CONFIG_FILE)
         model = keras.models.load_model(run_dir / MODEL_FILE, safe_mode=True)
@@ -107,7 +108,7 @@ class QAPredictor:
             tokenizer=load_tokenizer(run_dir / TOKENIZER_FILE),
             feature_config=FeatureConfig(**vars(config.features)),
             span_config=SpanConfig(**vars(config.postprocess)),
-            length_multiple=config.train.length_multiple,
+            length_multiple=padding_multiple(config.train.length_multiple),
             batch_size=batch_size or config.train.eval_batch_size,
             name=run_dir.resolve().name,
         )

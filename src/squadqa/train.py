@@ -40,6 +40,13 @@ from squadqa.tracking import Tracker, make_tracker
 NO_DECAY = ("bias", "layer_norm", "layernorm", "gamma", "beta")
 
 
+def padding_multiple(configured: int) -> int:
+    """The batch-length rounding to use (see `TrainConfig.length_multiple`)."""
+    if configured:
+        return configured
+    return 8 if keras.backend.backend() == "torch" else 64
+
+
 def feature_cache_dir() -> Path:
     return Path(os.environ.get("SQUADQA_CACHE", Path.home() / ".cache" / "squadqa")) / "features"
 
@@ -345,7 +352,11 @@ def evaluate_dev(prep: Prepared, model: keras.Model) -> tuple[dict, Predictions,
     """Dev EM/F1 (official), predictions and dev loss, through the real post-processing."""
     t = prep.config.train
     starts, ends = predict_logits(
-        model, prep.dev_features, prep.tokenizer.pad_id, t.eval_batch_size, t.length_multiple
+        model,
+        prep.dev_features,
+        prep.tokenizer.pad_id,
+        t.eval_batch_size,
+        padding_multiple(t.length_multiple),
     )
     span_config = SpanConfig(**vars(prep.config.postprocess))
     predictions = extract_answers(prep.dev_examples, prep.dev_features, starts, ends, span_config)
@@ -424,7 +435,11 @@ def train(
     prep = prepare(config, run_dir, resume)
     model = prep.model
     batches = TrainBatches(
-        prep.train_features, prep.tokenizer.pad_id, t.batch_size, t.seed, t.length_multiple
+        prep.train_features,
+        prep.tokenizer.pad_id,
+        t.batch_size,
+        t.seed,
+        padding_multiple(t.length_multiple),
     )
     compile_model(model, config, len(batches))
 
