@@ -430,8 +430,8 @@ def train(
 
     t = config.train
     keras.utils.set_random_seed(t.seed)
-    if t.mixed_precision:
-        keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+    # Set either way: the policy is process-global and must not leak into a later run.
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16" if t.mixed_precision else "float32")
     prep = prepare(config, run_dir, resume)
     model = prep.model
     batches = TrainBatches(
