@@ -209,6 +209,7 @@ def usable_cores() -> int:
 def make_plan(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """Everything both sides share, resolved once in the parent (JSON, handed to each worker)."""
     from squadqa.config import load_config
+    from squadqa.features import default_length_multiple
     from squadqa.pretrained import checkpoint_dir
     from squadqa.train import feature_cache_dir
 
@@ -285,7 +286,7 @@ def make_plan(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "weight_decay": t.weight_decay,
         "warmup_ratio": t.warmup_ratio,
         "clip_norm": t.clip_norm,
-        "length_multiple": t.length_multiple,
+        "length_multiple": t.length_multiple or default_length_multiple("torch"),
         "max_seq_length": config.features.max_seq_length,
         "doc_stride": config.features.doc_stride,
         "max_query_length": config.features.max_query_length,

@@ -217,3 +217,12 @@ def test_batch_order_covers_all_and_buckets():
     assert padded < 0.8 * random_padded
     eval_batches = batch_order(lengths, 16, shuffle=False)
     assert np.all(np.diff(lengths[np.concatenate(eval_batches)]) >= 0)
+
+
+def test_bucket_length_and_backend_multiples():
+    from squadqa.features import bucket_length, default_length_multiple
+
+    assert [bucket_length(n, 8) for n in (1, 8, 9, 383)] == [8, 8, 16, 384]
+    assert default_length_multiple("torch") == 8 and default_length_multiple("jax") == 64
+    with pytest.raises(ValueError, match="at least 1"):
+        bucket_length(10, 0)

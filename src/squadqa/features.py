@@ -267,8 +267,16 @@ def _load_cache(path: Path) -> Features:
         )
 
 
+def default_length_multiple(backend: str) -> int:
+    """Batch-length rounding per Keras backend: torch runs any shape eagerly at no cost, jax and
+    tensorflow compile each new shape, so they get fewer, coarser lengths."""
+    return 8 if backend == "torch" else 64
+
+
 def bucket_length(length: int, multiple: int) -> int:
     """Pad lengths up to a multiple, so a backend that compiles per shape sees few shapes."""
+    if multiple < 1:
+        raise ValueError(f"length multiple {multiple} must be at least 1")
     return -(-length // multiple) * multiple
 
 

@@ -31,7 +31,14 @@ from keras import ops
 from squadqa.config import RunConfig, dump_config, load_config
 from squadqa.data import Example, gold_answers, load_squad
 from squadqa.evaluation import evaluate_v1
-from squadqa.features import FeatureConfig, Features, batch_order, build_features, pad_batch
+from squadqa.features import (
+    FeatureConfig,
+    Features,
+    batch_order,
+    build_features,
+    default_length_multiple,
+    pad_batch,
+)
 from squadqa.model import QAConfig, QATransformer
 from squadqa.postprocess import Predictions, SpanConfig, extract_answers
 from squadqa.tokenization import QATokenizer, load_tokenizer, train_wordpiece, training_texts
@@ -42,9 +49,7 @@ NO_DECAY = ("bias", "layer_norm", "layernorm", "gamma", "beta")
 
 def padding_multiple(configured: int) -> int:
     """The batch-length rounding to use (see `TrainConfig.length_multiple`)."""
-    if configured:
-        return configured
-    return 8 if keras.backend.backend() == "torch" else 64
+    return configured or default_length_multiple(keras.backend.backend())
 
 
 def feature_cache_dir() -> Path:
