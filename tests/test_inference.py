@@ -158,7 +158,8 @@ def test_cli_answer_reads_questions_from_stdin(
     lines = capsys.readouterr().out.splitlines()
     answers = [json.loads(line) for line in lines]
     assert [a["question"] for a in answers] == questions
-    assert answers == predictor.answer(context, questions, top_k=3)
+    # Interactive use answers each line as it arrives: one question per model call.
+    assert answers == [predictor.answer(context, [q], top_k=3)[0] for q in questions]
 
 
 def test_cli_answer_errors(tiny_run, tmp_path, capsys):
