@@ -36,11 +36,8 @@ Run from the repository root: `PYTHONPATH=src python benchmarks/featurize.py`.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import datetime
 import gc
 import os
-import platform
 import statistics
 import sys
 import time
@@ -49,6 +46,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from machine import machine_lines
 
 if TYPE_CHECKING:
     from squadqa.data import Example
@@ -286,27 +285,12 @@ def machine_info() -> list[str]:
     import tokenizers
     import transformers
 
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    load = "n/a"
-    with contextlib.suppress(OSError):
-        load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    return [
-        f"date: {datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}",
-        f"cpu: {cpu}; {os.cpu_count()} logical cores ({usable} usable); load avg {load}",
-        f"python {platform.python_version()} ({platform.platform()})",
+    return machine_lines(
         f"tokenizers {tokenizers.__version__}, transformers {transformers.__version__}, "
         f"numpy {numpy.__version__}",
         f"TOKENIZERS_PARALLELISM={os.environ.get('TOKENIZERS_PARALLELISM')}, "
         f"RAYON_NUM_THREADS={os.environ.get('RAYON_NUM_THREADS', '(unset: all cores)')}",
-    ]
+    )
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:

@@ -35,11 +35,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime
 import gc
 import json
 import os
-import platform
 import shutil
 import socket
 import statistics
@@ -50,6 +48,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from machine import machine_lines
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
@@ -86,24 +86,11 @@ def machine_info() -> list[str]:
     import torch
     import transformers
 
-    cpu = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    load = "n/a"
-    with contextlib.suppress(OSError):
-        load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    return [
-        f"date: {datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}",
-        f"cpu: {cpu}; {os.cpu_count()} logical cores ({usable} usable); load avg {load}",
-        f"python {platform.python_version()} ({platform.platform()})",
+    return machine_lines(
         f"keras {keras.__version__} (backend {keras.backend.backend()}), torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), transformers {transformers.__version__}, "
         f"numpy {numpy.__version__}",
-    ]
+    )
 
 
 # --------------------------------------------------------------------------- the two sides

@@ -88,6 +88,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from machine import cpu_model, load_average, usable_cores
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = Path(__file__).resolve().parent
 if (REPO_ROOT / "src").is_dir():
@@ -198,12 +200,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(f"--sides: unknown {unknown}; choose from {', '.join(SIDES)}")
     args.side_list = sides
     return args
-
-
-def usable_cores() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def make_plan(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -784,20 +780,9 @@ def worker_hf(plan: dict[str, Any], side: str) -> dict[str, Any]:
 # parent: run the sides, print the report
 
 
-def load_average() -> str:
-    with contextlib.suppress(OSError):
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    return "n/a"
-
-
 def machine_info(threads: int, load_at_start: str) -> list[str]:
     lines = []
-    cpu = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    cpu = cpu_model()
     mem = "n/a"
     with contextlib.suppress(OSError, IndexError, ValueError):
         kib = int(Path("/proc/meminfo").read_text().split("\n")[0].split()[1])
