@@ -8,7 +8,6 @@ span-selection function, so what is served is what was evaluated.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ import squadqa  # noqa: F401  (sets the default Keras backend before keras is im
 from squadqa.config import RunConfig, dump_config, load_config
 from squadqa.data import Example, load_squad
 from squadqa.features import FeatureConfig, Features, build_features
-from squadqa.postprocess import Candidate, Predictions, SpanConfig, extract_answers
+from squadqa.postprocess import Candidate, Predictions, SpanConfig, extract_answers, write_json
 from squadqa.tokenization import TOKENIZER_FILE, QATokenizer, load_tokenizer
 
 MODEL_FILE = "model.keras"
@@ -193,23 +192,15 @@ class QAPredictor:
             total=len(features), unit="window", desc="predict", disable=not progress, leave=False
         ) as bar:
             predictions = self._predict(data.examples, features, batch_size, bar)
-        _write_json(Path(out_path), predictions.answers)
+        write_json(Path(out_path), predictions.answers)
         if nbest_path is not None:
             nbest = {k: [c.to_dict() for c in v] for k, v in predictions.nbest.items()}
-            _write_json(Path(nbest_path), nbest)
+            write_json(Path(nbest_path), nbest)
         return predictions
 
     def warmup(self) -> None:
         """One throw-away question, so the first real request does not pay for tracing."""
         self.answer("Warm-up context for the model.", ["What is this?"], top_k=1)
-
-
-def _write_json(path: Path, obj: object) -> None:
-    """Atomic write: a reader never sees half a predictions file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False), encoding="utf-8")
-    tmp.replace(path)
 
 
 def export_run_dir(

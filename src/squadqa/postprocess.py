@@ -61,16 +61,18 @@ class Predictions:
         """`predictions.json` (official format), `nbest_predictions.json`, `null_odds.json`."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        _write_json(directory / "predictions.json", self.answers)
-        _write_json(
+        write_json(directory / "predictions.json", self.answers)
+        write_json(
             directory / "nbest_predictions.json",
             {k: [c.to_dict() for c in v] for k, v in self.nbest.items()},
         )
-        _write_json(directory / "null_odds.json", self.null_scores)
+        write_json(directory / "null_odds.json", self.null_scores)
 
 
-def _write_json(path: Path, obj: object) -> None:
-    tmp = path.with_suffix(".tmp")
+def write_json(path: Path, obj: object) -> None:
+    """Atomic JSON write: a reader (or a resumed run) never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False), encoding="utf-8")
     tmp.replace(path)
 

@@ -40,7 +40,7 @@ from squadqa.features import (
     pad_batch,
 )
 from squadqa.model import QAConfig, QATransformer
-from squadqa.postprocess import Predictions, SpanConfig, extract_answers
+from squadqa.postprocess import Predictions, SpanConfig, extract_answers, write_json
 from squadqa.tokenization import QATokenizer, load_tokenizer, train_wordpiece, training_texts
 from squadqa.tracking import Tracker, make_tracker
 
@@ -320,7 +320,7 @@ class RunRecord:
 
     def write_status(self, **changes: Any) -> None:
         self.status.update(changes, updated=now())
-        _atomic_json(self.run_dir / "status.json", self.status)
+        write_json(self.run_dir / "status.json", self.status)
 
     def metrics(self) -> list[dict]:
         path = self.run_dir / "metrics.jsonl"
@@ -339,12 +339,6 @@ class RunRecord:
     def append_metrics(self, line: dict) -> None:
         with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(line) + "\n")
-
-
-def _atomic_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    tmp.replace(path)
 
 
 def _save_weights_atomic(model: keras.Model, path: Path) -> None:
@@ -554,12 +548,12 @@ def _epochs(
             )
             _save_weights_atomic(model, checkpoints / "best.weights.h5")
             predictions.save(run_dir)
-            _atomic_json(run_dir / "eval.json", {**metrics, "epoch": epoch + 1})
+            write_json(run_dir / "eval.json", {**metrics, "epoch": epoch + 1})
         else:
             state["wait"] += 1
         state["epoch"] = epoch + 1
         _save_weights_atomic(model, checkpoints / "last.weights.h5")
-        _atomic_json(state_file, state)
+        write_json(state_file, state)
         record.append_metrics(line)
         record.write_status(
             epochs_run=epoch + 1,
