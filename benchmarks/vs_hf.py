@@ -42,9 +42,10 @@ sanity check. `--mode full`: the whole train split for `train.epochs` epochs and
 split: the accuracy comparison.
 
 Kept equal on both sides: torch threads (`--threads`, default: usable cores; `torch.set_num_threads`
-plus OMP/MKL env), fp32, no torch.compile, seed, CPU only, `dataloader_num_workers=0`, no
-reporting, no checkpoint saving by HF. Hyperparameters: learning rate, batch size, epochs, warmup
-steps (`int(warmup_ratio * total)`, passed to HF as an integer `warmup_steps`), linear decay,
+plus OMP/MKL env), fp32 (or bf16 mixed precision on both with `--bf16`), no torch.compile,
+seed, CPU only, `dataloader_num_workers=0`, no reporting, no checkpoint saving by HF.
+Hyperparameters: learning rate, batch size, epochs, warmup steps (`int(warmup_ratio * total)`,
+passed to HF as an integer `warmup_steps`), linear decay,
 weight decay (HF and squadqa both exempt biases and LayerNorm), AdamW betas (0.9, 0.999) and
 epsilon (squadqa's 1e-6, set on HF too), global gradient-norm clipping at `train.clip_norm`,
 max_seq_length 384, doc_stride 128, dropout (the config's `[model]` dropout keys, also given to
@@ -163,6 +164,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="squadqa's train.length_multiple (batch length rounding); default: the config's",
     )
     parser.add_argument(
+        "--bf16",
+        action="store_true",
+        help="bfloat16 mixed precision on both sides (squadqa train.mixed_precision, HF bf16=True "
+        "and a bf16 autocast for its dev forward); default fp32",
+    )
+    parser.add_argument(
         "--threads", type=int, default=None, help="torch threads per side (default: usable cores)"
     )
     parser.add_argument(
@@ -222,7 +229,7 @@ def make_plan(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     put("features.doc_stride", DOC_STRIDE)
     put("train.schedule", "linear")
     put("train.grad_accum", 1)
-    put("train.mixed_precision", False)
+    put("train.mixed_precision", bool(args.bf16))
     put("train.label_smoothing", 0.0)
     put("train.early_stopping_patience", 0)
     put("tracking.backend", "none")
@@ -290,6 +297,7 @@ def make_plan(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "max_answer_length": config.postprocess.max_answer_length,
         "hidden_dropout": config.model.get("hidden_dropout"),
         "attention_dropout": config.model.get("attention_dropout"),
+        "bf16": bool(args.bf16),
         "hf_attn": args.hf_attn,
         "hf_optim": args.hf_optim,
         "skip_steps": args.skip_steps,
@@ -552,7 +560,9 @@ def hf_train_dataset(tokenizer: Any, examples: Sequence[Any], padding: str | boo
     return ListDataset(out)
 
 
-def hf_dev_logits(model: Any, features: Any, pad_id: int, batch_size: int, multiple: int):
+def hf_dev_logits(
+    model: Any, features: Any, pad_id: int, batch_size: int, multiple: int, bf16: bool = False
+):
     """Start/end logits of squadqa's dev windows from the HF model (the only differing step)."""
     import numpy as np
     import torch
@@ -562,7 +572,7 @@ def hf_dev_logits(model: Any, features: Any, pad_id: int, batch_size: int, multi
     starts: list[Any] = [None] * len(features)
     ends: list[Any] = [None] * len(features)
     model.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
         for indices in batch_order(features.lengths, batch_size, shuffle=False):
             batch = pad_batch(features, indices, pad_id, multiple)
             out = model(
@@ -707,7 +717,7 @@ def worker_hf(plan: dict[str, Any], side: str) -> dict[str, Any]:
         "dataloader_pin_memory": False,
         "disable_tqdm": True,
         "torch_compile": False,
-        "bf16": False,
+        "bf16": plan["bf16"],
         "fp16": False,
         "remove_unused_columns": False,
     }
@@ -738,7 +748,12 @@ def worker_hf(plan: dict[str, Any], side: str) -> dict[str, Any]:
         plan["feature_cache"],  # squadqa.train's cache dir, without importing keras here
     )
     starts, ends = hf_dev_logits(
-        model, dev_features, sq_tokenizer.pad_id, plan["eval_batch_size"], plan["length_multiple"]
+        model,
+        dev_features,
+        sq_tokenizer.pad_id,
+        plan["eval_batch_size"],
+        plan["length_multiple"],
+        plan["bf16"],
     )
     span_config = SpanConfig(n_best=plan["n_best"], max_answer_length=plan["max_answer_length"])
     predictions = extract_answers(dev.examples, dev_features, starts, ends, span_config)
@@ -870,7 +885,8 @@ def report(plan: dict[str, Any], results: list[dict[str, Any]], command: str) ->
         f"decay), weight decay {plan['weight_decay']:g}, AdamW (0.9, 0.999, eps 1e-6), clip "
         f"norm {plan['clip_norm']:g}, seed {plan['seed']}, dropout hidden "
         f"{plan['hidden_dropout']} / attention {plan['attention_dropout']}, max_seq_length "
-        f"{plan['max_seq_length']}, doc_stride {plan['doc_stride']}; post-processing (both): "
+        f"{plan['max_seq_length']}, doc_stride {plan['doc_stride']}, "
+        f"{'bf16 mixed precision' if plan.get('bf16') else 'fp32'}; post-processing (both): "
         f"n_best {plan['n_best']}, max_answer_length {plan['max_answer_length']}, squadqa "
         f"dev windows + extract_answers + evaluate_v1"
     )
