@@ -665,6 +665,7 @@ def worker_hf(plan: dict[str, Any], side: str) -> dict[str, Any]:
         def on_epoch_begin(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
             self.epoch_step_losses: list[float] = []
             self.steps = 0
+            self.first_step = len(clock.step_ends)
             clock.epoch_begin()
 
         def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
@@ -673,7 +674,8 @@ def worker_hf(plan: dict[str, Any], side: str) -> dict[str, Any]:
             self.steps += 1
             done = len(clock.step_ends)
             if done % progress_every == 0 or done == total_steps:
-                rate = sum(clock.step_tokens) / max(clock.last_step_end - clock.epoch_start, 1e-9)
+                tokens = sum(clock.step_tokens[self.first_step :])
+                rate = tokens / max(clock.last_step_end - clock.epoch_start, 1e-9)
                 loss = self.epoch_step_losses[-1] if self.epoch_step_losses else float("nan")
                 print(
                     f"[{side}] step {done}/{total_steps} loss {loss:.3f} "
