@@ -36,14 +36,16 @@ CACHE_FORMAT = 2
 WORD = re.compile(r"\w+")
 # Function words that occur in most questions and contexts; matching them carries no signal.
 STOPWORDS = frozenset(
-    """a about above after again against all am an and any are as at be because been before
+    WORD.findall(
+        """a about above after again against all am an and any are as at be because been before
     being below between both but by can could did do does doing down during each few for from
     further had has have having he her here hers herself him himself his how i if in into is it
     its itself just me more most my myself no nor not now of off on once only or other our ours
     ourselves out over own same she should so some such than that the their theirs them
     themselves then there these they this those through to too under until up very was we were
     what when where which while who whom why will with would you your yours yourself yourselves
-    also many much one s""".split()
+    also many much one s"""
+    )
 )
 
 
@@ -107,7 +109,7 @@ class Features:
     input_ids: list[np.ndarray]
     context_start: np.ndarray  # first context token of each feature (after `[CLS] q [SEP]`)
     offsets: list[np.ndarray]  # [len, 2] character span in the context; -1 off the context
-    question_match: list[np.ndarray]  # [len] int8: 1 on context tokens whose word is in the question
+    question_match: list[np.ndarray]  # [len] int8: 1 where the token's word is in the question
     example_index: np.ndarray  # index into the example list of each feature
     start_positions: np.ndarray
     end_positions: np.ndarray
