@@ -8,18 +8,12 @@ that, not a faster tokenizer, is where the speed comes from.
 
 Labels follow the BERT convention: the start/end token of the (first) answer when the whole answer
 lies inside the window, else both point at CLS (position 0).
-
-Each feature also carries DrQA's exact-match flag per token (`question_match`): 1 on a context
-token whose word occurs in the question. Matched at the word level (lowercased, a plural "s"
-dropped), not by subword id, and never on stopwords or punctuation: a flag on every "the", "," or
-"##s" says nothing about where the answer is.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -31,22 +25,7 @@ from squadqa.data import Example
 from squadqa.tokenization import QATokenizer
 
 CLS_INDEX = 0
-CACHE_FORMAT = 2
-
-WORD = re.compile(r"\w+")
-# Function words that occur in most questions and contexts; matching them carries no signal.
-STOPWORDS = frozenset(
-    WORD.findall(
-        """a about above after again against all am an and any are as at be because been before
-    being below between both but by can could did do does doing down during each few for from
-    further had has have having he her here hers herself him himself his how i if in into is it
-    its itself just me more most my myself no nor not now of off on once only or other our ours
-    ourselves out over own same she should so some such than that the their theirs them
-    themselves then there these they this those through to too under until up very was we were
-    what when where which while who whom why will with would you your yours yourself yourselves
-    also many much one s"""
-    )
-)
+CACHE_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -109,7 +88,6 @@ class Features:
     input_ids: list[np.ndarray]
     context_start: np.ndarray  # first context token of each feature (after `[CLS] q [SEP]`)
     offsets: list[np.ndarray]  # [len, 2] character span in the context; -1 off the context
-    question_match: list[np.ndarray]  # [len] int8: 1 where the token's word is in the question
     example_index: np.ndarray  # index into the example list of each feature
     start_positions: np.ndarray
     end_positions: np.ndarray
@@ -143,33 +121,6 @@ def answer_token_span(offsets: np.ndarray, char_start: int, char_end: int) -> tu
     return max(start, 0), min(end, len(offsets) - 1)
 
 
-def normalize_word(word: str) -> str:
-    """The form two words are compared in: lowercase, without a plural "s" ("Rivers" = "river")."""
-    word = word.lower()
-    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
-
-
-def content_words(text: str) -> set[str]:
-    """The question's words worth matching: normalised, stopwords left out."""
-    words = {normalize_word(w) for w in WORD.findall(text)}
-    return {w for w in words if w not in STOPWORDS}
-
-
-def token_words(text: str, offsets: np.ndarray) -> list[str]:
-    """The normalised word under each token ("" for punctuation, stopwords and special tokens)."""
-    spans = [(m.start(), m.end(), normalize_word(m.group())) for m in WORD.finditer(text)]
-    ends = np.fromiter((end for _, end, _ in spans), dtype=np.int64, count=len(spans))
-    # A token's word is the first word ending after the token starts, if the token overlaps it.
-    index = np.searchsorted(ends, offsets[:, 0], side="right")
-    words = []
-    for (start, end), k in zip(offsets.tolist(), index.tolist(), strict=True):
-        word = ""
-        if end > start and k < len(spans) and spans[k][0] < end:
-            word = spans[k][2] if spans[k][2] not in STOPWORDS else ""
-        words.append(word)
-    return words
-
-
 def build_features(
     examples: Sequence[Example],
     tokenizer: QATokenizer,
@@ -200,10 +151,6 @@ def _featurize(
     context_offsets = [
         np.asarray(e.offsets, dtype=np.int32).reshape(-1, 2) for e in context_encodings
     ]
-    context_words = [
-        np.asarray(token_words(text, off), dtype=object)
-        for text, off in zip(contexts, context_offsets, strict=True)
-    ]
     question_encodings = tokenizer.encode_batch([e.question for e in examples])
 
     cls = np.array([tokenizer.cls_id], dtype=np.int32)
@@ -212,7 +159,6 @@ def _featurize(
     windows: Counter[int] = Counter()
     input_ids: list[np.ndarray] = []
     offsets_out: list[np.ndarray] = []
-    match_out: list[np.ndarray] = []
     context_start: list[int] = []
     example_index: list[int] = []
     start_positions: list[int] = []
@@ -225,10 +171,6 @@ def _featurize(
             stats.truncated_questions += 1
         c = context_index[example.context]
         c_ids, c_off = context_ids[c], context_offsets[c]
-        q_words = content_words(example.question)
-        c_match = np.fromiter(
-            (bool(w) and w in q_words for w in context_words[c]), dtype=np.int8, count=len(c_ids)
-        )
         room = config.max_seq_length - len(q_ids) - 3
         prefix = np.concatenate([cls, np.asarray(q_ids, dtype=np.int32), sep])
         first = len(prefix)
@@ -254,8 +196,6 @@ def _featurize(
             ids = np.concatenate([prefix, c_ids[w_start:w_stop], sep])
             offsets = np.full((len(ids), 2), -1, dtype=np.int32)
             offsets[first : first + w_stop - w_start] = c_off[w_start:w_stop]
-            match = np.zeros(len(ids), dtype=np.int8)
-            match[first : first + w_stop - w_start] = c_match[w_start:w_stop]
             label = (CLS_INDEX, CLS_INDEX)
             if answer_span is not None:
                 tok_s, tok_e = answer_span
@@ -265,7 +205,6 @@ def _featurize(
                     stats.windows_without_answer += 1
             input_ids.append(ids)
             offsets_out.append(offsets)
-            match_out.append(match)
             context_start.append(first)
             example_index.append(i)
             start_positions.append(label[0])
@@ -277,7 +216,6 @@ def _featurize(
         input_ids=input_ids,
         context_start=np.asarray(context_start, dtype=np.int32),
         offsets=offsets_out,
-        question_match=match_out,
         example_index=np.asarray(example_index, dtype=np.int64),
         start_positions=np.asarray(start_positions, dtype=np.int32),
         end_positions=np.asarray(end_positions, dtype=np.int32),
@@ -304,7 +242,6 @@ def _save_cache(features: Features, path: Path) -> None:
         lengths=features.lengths,
         input_ids=np.concatenate(features.input_ids),
         offsets=np.concatenate(features.offsets),
-        question_match=np.concatenate(features.question_match),
         context_start=features.context_start,
         example_index=features.example_index,
         start_positions=features.start_positions,
@@ -323,7 +260,6 @@ def _load_cache(path: Path) -> Features:
             input_ids=np.split(data["input_ids"], bounds),
             context_start=data["context_start"],
             offsets=np.split(data["offsets"], bounds),
-            question_match=np.split(data["question_match"], bounds),
             example_index=data["example_index"],
             start_positions=data["start_positions"],
             end_positions=data["end_positions"],
@@ -359,7 +295,7 @@ def pad_batch(
         ids = features.input_ids[i]
         n, first = len(ids), features.context_start[i]
         input_ids[row, :n] = ids
-        question_match[row, :n] = features.question_match[i]
+        question_match[row, first : n - 1] = np.isin(ids[first : n - 1], ids[1 : first - 1])
         token_type_ids[row, first:n] = 1
         attention_mask[row, :n] = 1
         span_mask[row, first : n - 1] = 1  # context tokens, not the final [SEP]

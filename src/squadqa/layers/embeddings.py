@@ -123,9 +123,8 @@ class Embeddings(keras.layers.Layer):
                 name="position_embeddings",
                 dtype=self.dtype_policy,
             )
-        # DrQA's exact-match feature: is this context token's word (not a stopword) in the
-        # question? (computed by squadqa.features). A strong lexical signal for models trained
-        # from scratch on little data; off for BERT weights.
+        # DrQA's exact-match feature: does this context token occur in the question? A strong
+        # lexical signal for models trained from scratch on little data (off for BERT weights).
         self.question_match_embeddings = None
         if question_match:
             self.question_match_embeddings = keras.layers.Embedding(
