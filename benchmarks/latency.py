@@ -49,7 +49,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from machine import machine_lines
+from machine import machine_lines, worker_env
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
@@ -308,12 +308,7 @@ def server_process(run_dir: Path, port: int, threads: int | None):
     """`squadqa serve` in its own process; waits for /healthz, stops it afterwards."""
     import httpx
 
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [str(REPO_ROOT / "src"), env.get("PYTHONPATH")])
-    )
-    if threads:
-        env["OMP_NUM_THREADS"] = str(threads)
+    env = worker_env(threads)
     command = [sys.executable, "-m", "squadqa.cli", "serve", "--model", str(run_dir),
                "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
     with tempfile.TemporaryFile() as log:

@@ -38,3 +38,15 @@ def machine_lines(*extra: str) -> list[str]:
         f"python {platform.python_version()} ({platform.platform()})",
         *extra,
     ]
+
+
+def worker_env(threads: int | None = None) -> dict[str, str]:
+    """Environment for a benchmark's child process: the repo's `src` first on PYTHONPATH, the torch
+    backend, and (when given) the OMP/MKL thread counts, so every side runs alike."""
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
+    env.setdefault("KERAS_BACKEND", "torch")
+    if threads:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+    return env

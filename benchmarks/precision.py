@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from machine import machine_lines, usable_cores
+from machine import machine_lines, usable_cores, worker_env
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 POLICIES = ("float32", "mixed_bfloat16")
@@ -70,12 +69,8 @@ def worker(policy: str, batch: int, length: int, warmup: int, steps: int) -> dic
 
 
 def run_worker(policy: str, args: argparse.Namespace) -> dict:
-    env = {
-        **os.environ,
-        "KERAS_BACKEND": "torch",
-        "OMP_NUM_THREADS": str(args.threads),
-        "MKL_NUM_THREADS": str(args.threads),
-    }
+    env = worker_env(args.threads)
+    env["KERAS_BACKEND"] = "torch"
     command = [
         sys.executable,
         __file__,

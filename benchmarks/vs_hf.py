@@ -89,7 +89,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from machine import cpu_model, load_average, usable_cores
+from machine import cpu_model, load_average, usable_cores, worker_env
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = Path(__file__).resolve().parent
@@ -823,13 +823,9 @@ def machine_info(threads: int, load_at_start: str) -> list[str]:
 
 
 def run_side(side: str, plan_path: Path, out_path: Path, threads: int) -> dict[str, Any] | None:
-    env = dict(os.environ)
+    env = worker_env(threads)
     env["KERAS_BACKEND"] = "torch"
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[var] = str(threads)
     env.setdefault("TOKENIZERS_PARALLELISM", "true")
-    src = str(REPO_ROOT / "src")
-    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", side]
     cmd += ["--plan", str(plan_path), "--out", str(out_path)]
     print(f"\n=== {side} ===", file=sys.stderr, flush=True)

@@ -30,9 +30,7 @@ def test_window_starts_hand_computed():
 
 def test_labels_hand_computed(bert_tokenizer):
     ex = _example("The cat sat on the mat.", "Where did it sit?", "the mat")
-    f = build_features(
-        [ex], bert_tokenizer, FeatureConfig(max_seq_length=32, doc_stride=4, max_query_length=8)
-    )
+    f = build_features([ex], bert_tokenizer, SMALL)
     ids = f.input_ids[0]
     tokens = [bert_tokenizer.tokenizer.id_to_token(int(i)) for i in ids]
     assert tokens == [
@@ -181,9 +179,7 @@ def test_cache_round_trip(tmp_path: Path, bert_tokenizer, sample_examples):
 
 def test_pad_batch_masks(bert_tokenizer):
     ex = _example("The cat sat on the mat.", "Where?", "the mat")
-    f = build_features(
-        [ex, ex], bert_tokenizer, FeatureConfig(max_seq_length=32, doc_stride=4, max_query_length=8)
-    )
+    f = build_features([ex, ex], bert_tokenizer, SMALL)
     batch = pad_batch(f, [0, 1], bert_tokenizer.pad_id, multiple=16)
     n = len(f.input_ids[0])  # [CLS] where ? [SEP] + 7 context + [SEP] = 12
     assert n == 12 and batch["input_ids"].shape == (2, 16)
@@ -196,9 +192,7 @@ def test_pad_batch_masks(bert_tokenizer):
 
 def test_question_match_flags_context_tokens_seen_in_question(bert_tokenizer):
     ex = _example("The cat sat on the mat.", "Where is the mat?", "the mat")
-    f = build_features(
-        [ex], bert_tokenizer, FeatureConfig(max_seq_length=32, doc_stride=4, max_query_length=8)
-    )
+    f = build_features([ex], bert_tokenizer, SMALL)
     batch = pad_batch(f, [0], bert_tokenizer.pad_id, multiple=8)
     # [CLS] where is the mat ? [SEP] | the cat sat on the mat . [SEP]
     assert batch["question_match"][0, :15].tolist() == [0] * 7 + [1, 0, 0, 0, 1, 1, 0, 0]

@@ -18,6 +18,7 @@ import squadqa  # noqa: F401  (sets KERAS_BACKEND=torch before keras is imported
 keras = pytest.importorskip("keras")
 
 from test_backends import run_backend_script  # noqa: E402
+from test_layers import to_np  # noqa: E402
 
 from squadqa.model import QAConfig, QATransformer  # noqa: E402
 from squadqa.pretrained import (  # noqa: E402
@@ -73,10 +74,6 @@ def torch_inputs(batch: dict[str, np.ndarray]) -> dict:
         key: torch.tensor(batch[key], dtype=torch.long)
         for key in ("input_ids", "token_type_ids", "attention_mask")
     }
-
-
-def to_np(x) -> np.ndarray:
-    return np.asarray(keras.ops.convert_to_numpy(x), dtype=np.float64)
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import keras
@@ -22,11 +23,16 @@ class CrashMidEpoch(keras.callbacks.Callback):
 
 
 @pytest.fixture(scope="module")
-def runs_dir(tmp_path_factory) -> Path:
+def runs_dir(tmp_path_factory) -> Iterator[Path]:
     root = tmp_path_factory.mktemp("runs")
-    import os
+    with pytest.MonkeyPatch.context() as env:  # module-scoped: no `monkeypatch` fixture here
+        env.setenv("SQUADQA_CACHE", str(root / "cache"))
+        _train_three_runs(root)
+    yield root
 
-    os.environ["SQUADQA_CACHE"] = str(root / "cache")
+
+def _train_three_runs(root: Path) -> None:
+    """A finished run, one stopped early and one that crashed mid-epoch."""
     train(load_config(None, [*TINY, "name=finished", "train.epochs=2"]), root)
     # A learning rate of 0 never improves dev F1 after epoch 1: patience 1 stops after epoch 2.
     train(
@@ -48,7 +54,6 @@ def runs_dir(tmp_path_factory) -> Path:
             root,
             extra_callbacks=[CrashMidEpoch()],
         )
-    return root
 
 
 def _metrics(run: Path) -> list[dict]:
