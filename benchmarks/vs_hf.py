@@ -43,7 +43,9 @@ split: the accuracy comparison.
 
 Kept equal on both sides: torch threads (`--threads`, default: usable cores; `torch.set_num_threads`
 plus OMP/MKL env), fp32 (or bf16 mixed precision on both with `--bf16`), no torch.compile,
-seed, CPU only, `dataloader_num_workers=0`, no reporting, no checkpoint saving by HF.
+seed, the device (`--device`, default `cpu`: the GPU is hidden from both sides; `cuda`: both
+train and evaluate on the GPU, and GPU peak memory is reported), `dataloader_num_workers=0`,
+no reporting, no checkpoint saving by HF.
 Hyperparameters: learning rate, batch size, epochs, warmup steps (`int(warmup_ratio * total)`,
 passed to HF as an integer `warmup_steps`), linear decay,
 weight decay (HF and squadqa both exempt biases and LayerNorm), AdamW betas (0.9, 0.999) and
@@ -76,6 +78,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import inspect
 import json
 import os
 import platform
@@ -171,6 +174,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads per side (default: usable cores)"
+    )
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="where both sides train and evaluate (default cpu: CUDA is hidden from both)",
     )
     parser.add_argument(
         "--sides",
@@ -298,6 +307,7 @@ def make_plan(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "hidden_dropout": config.model.get("hidden_dropout"),
         "attention_dropout": config.model.get("attention_dropout"),
         "bf16": bool(args.bf16),
+        "device": args.device,
         "hf_attn": args.hf_attn,
         "hf_optim": args.hf_optim,
         "skip_steps": args.skip_steps,
@@ -423,6 +433,21 @@ def peak_rss_kib() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux
 
 
+def peak_gpu_mib() -> float | None:
+    """Peak memory torch's CUDA allocator handed out in this process (both sides use it)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return torch.cuda.max_memory_allocated() / 2**20
+
+
+def gpu_name() -> str:
+    import torch
+
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
+
+
 def frameworks_loaded() -> str:
     """Which ML frameworks this process imported: each costs resident memory."""
     names = ("torch", "tensorflow", "jax", "keras", "transformers")
@@ -506,6 +531,8 @@ def worker_squadqa(plan: dict[str, Any]) -> dict[str, Any]:
         "parameters": status["parameters"],
         "process_seconds": total_seconds,
         "peak_rss_mib": peak_rss_kib() / 1024,
+        "peak_gpu_mib": peak_gpu_mib(),
+        "gpu": gpu_name(),
         "steps_per_epoch": steps_per_epoch,
         "frameworks_loaded": frameworks_loaded(),
         "squadqa_reported_tokens_per_s": [m["tokens_per_s"] for m in metrics],
@@ -572,16 +599,17 @@ def hf_dev_logits(
     starts: list[Any] = [None] * len(features)
     ends: list[Any] = [None] * len(features)
     model.eval()
-    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+    device = model.device
+    with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=bf16):
         for indices in batch_order(features.lengths, batch_size, shuffle=False):
             batch = pad_batch(features, indices, pad_id, multiple)
-            out = model(
-                input_ids=torch.from_numpy(batch["input_ids"].astype(np.int64)),
-                token_type_ids=torch.from_numpy(batch["token_type_ids"].astype(np.int64)),
-                attention_mask=torch.from_numpy(batch["attention_mask"].astype(np.int64)),
-            )
-            s = out.start_logits.float().numpy()
-            e = out.end_logits.float().numpy()
+            inputs = {
+                key: torch.from_numpy(batch[key].astype(np.int64)).to(device)
+                for key in ("input_ids", "token_type_ids", "attention_mask")
+            }
+            out = model(**inputs)
+            s = out.start_logits.float().cpu().numpy()
+            e = out.end_logits.float().cpu().numpy()
             for row, i in enumerate(indices):
                 n = len(features.input_ids[i])
                 starts[i], ends[i] = s[row, :n], e[row, :n]
@@ -696,7 +724,7 @@ def worker_hf(plan: dict[str, Any], side: str) -> dict[str, Any]:
     workdir = Path(plan["workdir"]) / side
     arg_values: dict[str, Any] = {
         "output_dir": str(workdir),
-        "use_cpu": True,
+        "use_cpu": plan["device"] == "cpu",
         "seed": seed,
         "data_seed": seed,
         "num_train_epochs": plan["epochs"],
@@ -724,7 +752,10 @@ def worker_hf(plan: dict[str, Any], side: str) -> dict[str, Any]:
         "remove_unused_columns": False,
     }
     if side == "hf-grouped":
-        arg_values["train_sampling_strategy"] = "group_by_length"
+        if "train_sampling_strategy" in inspect.signature(TrainingArguments).parameters:
+            arg_values["train_sampling_strategy"] = "group_by_length"
+        else:  # transformers < 5
+            arg_values["group_by_length"] = True
     if plan["hf_optim"]:
         arg_values["optim"] = plan["hf_optim"]
     args = TrainingArguments(**arg_values)
@@ -778,6 +809,8 @@ def worker_hf(plan: dict[str, Any], side: str) -> dict[str, Any]:
         "parameters": int(sum(p.numel() for p in model.parameters())),
         "process_seconds": total_seconds,
         "peak_rss_mib": peak_rss_kib() / 1024,
+        "peak_gpu_mib": peak_gpu_mib(),
+        "gpu": gpu_name(),
         "steps_per_epoch": hf_steps,
         "frameworks_loaded": frameworks_loaded(),
         "hf_train_runtime": train_output.metrics.get("train_runtime"),
@@ -822,9 +855,13 @@ def machine_info(threads: int, load_at_start: str) -> list[str]:
     return lines
 
 
-def run_side(side: str, plan_path: Path, out_path: Path, threads: int) -> dict[str, Any] | None:
+def run_side(
+    side: str, plan_path: Path, out_path: Path, threads: int, device: str
+) -> dict[str, Any] | None:
     env = worker_env(threads)
     env["KERAS_BACKEND"] = "torch"
+    if device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""  # Keras' torch backend would take a visible GPU
     env.setdefault("TOKENIZERS_PARALLELISM", "true")
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", side]
     cmd += ["--plan", str(plan_path), "--out", str(out_path)]
@@ -861,6 +898,8 @@ def report(plan: dict[str, Any], results: list[dict[str, Any]], command: str) ->
     out.append(f"# squadqa vs Hugging Face Trainer: MiniLM fine-tuning on SQuAD ({mode} mode)")
     out.append("")
     out += [f"- {line}" for line in machine_info(plan["threads"], plan["load_at_start"])]
+    gpus = sorted({r.get("gpu") or "none" for r in results})
+    out.append(f"- device: {plan.get('device', 'cpu')} (GPU seen by the sides: {', '.join(gpus)})")
     with contextlib.suppress(ValueError, IndexError):
         if float(plan["load_at_start"].split()[0]) > 0.5 * usable_cores():
             out.append(
@@ -916,6 +955,7 @@ def report(plan: dict[str, Any], results: list[dict[str, Any]], command: str) ->
         ("peak RSS before the first step (MiB)", "rss_before_training_mib", ".0f"),
         ("peak RSS after 1st training epoch (MiB)", "rss_after_first_epoch_mib", ".0f"),
         ("peak RSS, whole process (MiB)", "peak_rss_mib", ".0f"),
+        ("peak GPU memory, torch allocator (MiB)", "peak_gpu_mib", ".0f"),
         ("process wall time (s)", "process_seconds", ".0f"),
         ("frameworks imported", "frameworks_loaded", ""),
     ]
@@ -993,7 +1033,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     results = []
     for side in args.side_list:
-        result = run_side(side, plan_path, workdir / f"result-{side}.json", plan["threads"])
+        result = run_side(
+            side, plan_path, workdir / f"result-{side}.json", plan["threads"], plan["device"]
+        )
         if result is not None:
             results.append(result)
     text = report(plan, results, command)

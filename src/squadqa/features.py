@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -236,7 +237,7 @@ def cache_key(examples: Sequence[Example], tokenizer: QATokenizer, config: Featu
 
 def _save_cache(features: Features, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")  # runs featurising side by side don't clash
     np.savez(
         tmp,
         lengths=features.lengths,
