@@ -56,7 +56,8 @@ HF's config), n_best, max_answer_length. Known differences that remain: the span
 shuffling order differs (squadqa buckets by length); squadqa masks non-context logits to -1e4
 before the loss (HF does not); warmup is one step apart (squadqa's step s gets peak*(s+1)/W,
 HF's peak*s/W); HF's optimizer is its default (`adamw_torch_fused` on torch >= 2.8,
-`--hf-optim` to change), squadqa's is `keras.optimizers.AdamW`; squadqa cuts questions to 64
+`--hf-optim` to change), squadqa's is `squadqa.optim.FusedAdamW` on torch (the same fused torch
+kernel, with Keras' global-norm clipping); squadqa cuts questions to 64
 tokens (none in SQuAD v1.1 train is longer); squadqa evaluates dev after every epoch (not timed),
 HF once at the end.
 
@@ -513,6 +514,7 @@ def worker_squadqa(plan: dict[str, Any]) -> dict[str, Any]:
             clock.epoch_losses.append(float((logs or {}).get("loss", getattr(self, "loss", 0))))
 
     sq_train.TrainBatches = RecordingBatches  # type: ignore[misc]
+    optimizer_name = type(sq_train.make_adamw(learning_rate=1.0)).__name__
     runs_dir = Path(plan["workdir"]) / "runs"
     started = time.perf_counter()
     status = sq_train.train(config, runs_dir=runs_dir, extra_callbacks=[Clock()])
@@ -537,7 +539,7 @@ def worker_squadqa(plan: dict[str, Any]) -> dict[str, Any]:
         "frameworks_loaded": frameworks_loaded(),
         "squadqa_reported_tokens_per_s": [m["tokens_per_s"] for m in metrics],
         "details": (
-            f"keras {keras.__version__} ({keras.backend.backend()}), keras.optimizers.AdamW, "
+            f"keras {keras.__version__} ({keras.backend.backend()}), {optimizer_name}, "
             f"length-bucketed batches padded to a multiple of {plan['length_multiple']}"
         ),
         **clock.summary(plan["skip_steps"]),

@@ -39,7 +39,9 @@ from squadqa.features import (
     default_length_multiple,
     pad_batch,
 )
+from squadqa.malloc import reuse_freed_memory
 from squadqa.model import QAConfig, QATransformer
+from squadqa.optim import make_adamw
 from squadqa.postprocess import Predictions, SpanConfig, extract_answers, write_json
 from squadqa.tokenization import QATokenizer, load_tokenizer, train_wordpiece, training_texts
 from squadqa.tracking import Tracker, make_tracker
@@ -272,7 +274,7 @@ def compile_model(model: QATransformer, config: RunConfig, steps_per_epoch: int)
     updates_per_epoch = max(steps_per_epoch // max(t.grad_accum, 1), 1)
     total = updates_per_epoch * t.epochs
     schedule = WarmupDecay(t.learning_rate, total, int(t.warmup_ratio * total), t.schedule)
-    optimizer = keras.optimizers.AdamW(
+    optimizer = make_adamw(
         learning_rate=schedule,
         weight_decay=t.weight_decay,
         beta_1=0.9,
@@ -428,6 +430,7 @@ def train(
     (run_dir / "config.toml").write_text(dump_config(config))
 
     t = config.train
+    malloc_tuned = reuse_freed_memory()
     keras.utils.set_random_seed(t.seed)
     # Set either way: the policy is process-global and must not leak into a later run.
     keras.mixed_precision.set_dtype_policy("mixed_bfloat16" if t.mixed_precision else "float32")
@@ -468,6 +471,7 @@ def train(
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "backend": keras.backend.backend(),
+        "malloc_tuned": malloc_tuned,
         "init": prep.init,
         "parameters": int(model.count_params()),
         "train_examples": len(prep.train_examples),

@@ -148,13 +148,18 @@ class MultiHeadSelfAttention(keras.layers.Layer):
     def _explicit_attention(
         self, query_layer: Any, key_layer: Any, value_layer: Any, key_mask: Any, training: Any
     ) -> Any:
-        """softmax(Q K^T / sqrt(d) + mask) V with dropout on the probabilities (float32 softmax)."""
+        """softmax(Q K^T / sqrt(d) + mask) V with dropout on the probabilities (float32 softmax).
+
+        The scale goes on Q and the padding mask is an additive [batch, 1, 1, keys] bias, so
+        neither costs a pass over the [batch, heads, queries, keys] scores (a `where` there costs
+        one forward and two backward passes: ~6 % of a MiniLM training step on CPU).
+        """
+        query_layer = query_layer * ops.cast(1.0 / math.sqrt(self.head_size), query_layer.dtype)
         attention_scores = ops.einsum("btnh,bsnh->bnts", query_layer, key_layer)
-        attention_scores = ops.cast(attention_scores, "float32") / math.sqrt(self.head_size)
+        attention_scores = ops.cast(attention_scores, "float32")
         if key_mask is not None:
-            attention_scores = ops.where(
-                key_mask[:, None, None, :], attention_scores, _MASKED_SCORE
-            )
+            key_bias = ops.where(key_mask, 0.0, _MASKED_SCORE)
+            attention_scores = attention_scores + key_bias[:, None, None, :]
         attention_probs = ops.softmax(attention_scores, axis=-1)
         attention_probs = self.attention_probs_dropout(attention_probs, training=training)
         attention_probs = ops.cast(attention_probs, value_layer.dtype)
