@@ -9,7 +9,8 @@ reuses them. It is the in-process form of running under jemalloc/tcmalloc, which
 performance guide recommends. The cost: the process keeps its peak memory until it exits (a
 training process reaches that peak in its first steps anyway).
 
-glibc on Linux only; elsewhere, or with `SQUADQA_MALLOC_TUNING=0`, nothing changes.
+The setting is process-wide and stays for the rest of the process. glibc on Linux only; elsewhere,
+or with `SQUADQA_MALLOC_TUNING=0`, nothing changes.
 """
 
 from __future__ import annotations
