@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from machine import machine_lines, worker_env
+from vs_hf import SQUADQA_RUN
 
 BENCH_DIR = Path(__file__).resolve().parent
 VS_HF = BENCH_DIR / "vs_hf.py"
@@ -156,7 +157,7 @@ def run_all(args: argparse.Namespace, work: Path) -> dict[str, dict[str, Any]]:
             code = proc.poll()
             if code is None and args.deadline and elapsed > args.deadline:
                 os.killpg(proc.pid, signal.SIGTERM)
-                code = proc.wait()
+                proc.wait()
                 status[name] = {"state": "stopped at deadline", "seconds": elapsed}
             elif code is not None:
                 state = "finished" if code == 0 else f"failed (exit {code})"
@@ -168,7 +169,7 @@ def run_all(args: argparse.Namespace, work: Path) -> dict[str, dict[str, Any]]:
 
 
 def epoch_metrics(workdir: Path) -> list[dict[str, Any]]:
-    path = workdir / "runs" / "vs_hf-squadqa" / "metrics.jsonl"
+    path = workdir / "runs" / SQUADQA_RUN / "metrics.jsonl"
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -235,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     if finished:
         best = max(finished, key=lambda r: r["result"]["dev_f1"])
-        predictions = work / best["name"] / "runs" / "vs_hf-squadqa" / "predictions.json"
+        predictions = work / best["name"] / "runs" / SQUADQA_RUN / "predictions.json"
         if predictions.is_file():
             shutil.copy(predictions, args.out / f"predictions-{best['name']}.json")
     return 0 if all(s["state"] == "finished" for s in status.values()) else 1

@@ -109,6 +109,7 @@ SIDES = ("squadqa", "hf-max_length", "hf-dynamic", "hf-grouped")
 DEFAULT_SIDES = "squadqa,hf-max_length,hf-dynamic"
 MAX_SEQ_LENGTH = 384
 DOC_STRIDE = 128
+SQUADQA_RUN = "vs_hf-squadqa"  # squadqa's run directory under <workdir>/runs
 HF_MAP_BATCH = 1000  # datasets.map(batched=True) slice size, as in featurize.py
 
 
@@ -475,7 +476,7 @@ def worker_squadqa(plan: dict[str, Any]) -> dict[str, Any]:
     from squadqa.config import load_config
 
     config = load_config(plan["config_path"], plan["overrides"])
-    config.name = "vs_hf-squadqa"
+    config.name = SQUADQA_RUN
     clock = StepClock()
     steps_per_epoch: list[int] = []
     current: dict[str, Any] = {}
@@ -495,6 +496,7 @@ def worker_squadqa(plan: dict[str, Any]) -> dict[str, Any]:
     class Clock(keras.callbacks.Callback):
         def on_train_begin(self, logs: dict | None = None) -> None:
             clock.train_begin()
+            current["optimizer"] = type(self.model.optimizer).__name__
 
         def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
             self.steps = 0
@@ -514,7 +516,6 @@ def worker_squadqa(plan: dict[str, Any]) -> dict[str, Any]:
             clock.epoch_losses.append(float((logs or {}).get("loss", getattr(self, "loss", 0))))
 
     sq_train.TrainBatches = RecordingBatches  # type: ignore[misc]
-    optimizer_name = type(sq_train.make_adamw(learning_rate=1.0)).__name__
     runs_dir = Path(plan["workdir"]) / "runs"
     started = time.perf_counter()
     status = sq_train.train(config, runs_dir=runs_dir, extra_callbacks=[Clock()])
@@ -539,7 +540,7 @@ def worker_squadqa(plan: dict[str, Any]) -> dict[str, Any]:
         "frameworks_loaded": frameworks_loaded(),
         "squadqa_reported_tokens_per_s": [m["tokens_per_s"] for m in metrics],
         "details": (
-            f"keras {keras.__version__} ({keras.backend.backend()}), {optimizer_name}, "
+            f"keras {keras.__version__} ({keras.backend.backend()}), {current['optimizer']}, "
             f"length-bucketed batches padded to a multiple of {plan['length_multiple']}"
         ),
         **clock.summary(plan["skip_steps"]),

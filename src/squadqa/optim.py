@@ -1,9 +1,9 @@
 """AdamW whose update on the torch backend is one fused kernel call, as torch's own AdamW does it.
 
 Why: `keras.optimizers.AdamW` on torch runs global-norm clipping and the Adam update as a few
-dozen `_foreach` passes over every parameter. For MiniLM on a CPU that is ~0.3 s of a ~5 s training
-step (`benchmarks/vs_hf.py`'s profile); `torch._fused_adamw_` plus one `_foreach_norm` does the
-same work in ~25 ms, which is what HF `Trainer` (`adamw_torch_fused`) uses.
+dozen `_foreach` passes over every parameter: 200 ms per MiniLM step on the 2-core CPU of
+docs/results.md, against 36 ms for `torch._fused_adamw_` plus one `_foreach_norm`, which is what HF
+`Trainer` (`adamw_torch_fused`) uses.
 
 The math is `torch.optim.AdamW`'s (decoupled weight decay `p *= 1 - lr * wd`; epsilon added
 after the bias correction of the second moment) with Keras' global-norm clipping
