@@ -47,3 +47,55 @@ def test_int_accepted_for_float():
 def test_shipped_configs_load(path: Path):
     cfg = load_config(path)
     assert cfg.name == path.stem
+
+
+def test_every_setting_has_one_default_read_from_its_dataclass():
+    """`--help-config` lists each key with the default of the dataclass that owns it."""
+    import dataclasses
+
+    from squadqa.config import describe_settings, format_settings
+    from squadqa.features import FeatureConfig
+    from squadqa.model import QAConfig
+    from squadqa.objectives import PretrainConfig
+    from squadqa.postprocess import SpanConfig
+
+    rows = {key: (default, text) for key, default, text in describe_settings()}
+    owners = {
+        "features": FeatureConfig,
+        "postprocess": SpanConfig,
+        "model": QAConfig,
+        "pretrain": PretrainConfig,
+    }
+    for section, cls in owners.items():
+        for f in dataclasses.fields(cls):
+            if f.name == "vocab_size":
+                assert f"model.{f.name}" not in rows  # comes from the tokenizer
+                continue
+            assert rows[f"{section}.{f.name}"][0] == f.default, f"{section}.{f.name}"
+    assert all(text for _, text in rows.values()), "every key has a line of help"
+    defaults = load_config(None)
+    assert defaults.model == {
+        k[len("model.") :]: v for k, (v, _) in rows.items() if k[:6] == "model."
+    }
+    listing = format_settings()
+    assert "features.doc_stride = 128" in listing and 'pretrain.objective = "mlm"' in listing
+
+
+def test_the_cli_restates_no_config_default():
+    """No `add_argument(..., default=<literal>)` for an option that is also a config key."""
+    import ast
+
+    import squadqa.cli
+    from squadqa.config import describe_settings
+
+    keys = {key.rsplit(".", 1)[-1] for key, _, _ in describe_settings()}
+    tree = ast.parse(Path(squadqa.cli.__file__).read_text())
+    literal_defaults = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "add_argument":
+            names = [a.value for a in node.args if isinstance(a, ast.Constant)]
+            dest = names[0].lstrip("-").replace("-", "_") if names else ""
+            for kw in node.keywords:
+                if kw.arg == "default" and isinstance(kw.value, ast.Constant) and dest in keys:
+                    literal_defaults.append(dest)
+    assert literal_defaults == []

@@ -264,9 +264,21 @@ def test_live_process_is_running_but_a_reused_pid_is_not(tmp_path: Path) -> None
         "reused",
         status={"status": "running", "pid": os.getpid(), "started": "2001-01-01T00:00:00+00:00"},
     )
+    # A run resumed by this process: first started long ago, this process started now.
+    make_run(
+        tmp_path,
+        "resumed",
+        status={
+            "status": "running",
+            "pid": os.getpid(),
+            "started": "2001-01-01T00:00:00+00:00",
+            "process_started": NOW,
+        },
+    )
     rows = {r.name: r for r in collect_runs(tmp_path)}
     assert rows["alive"].status == "running"
     assert rows["reused"].status == "crashed"
+    assert rows["resumed"].status == "running"
 
 
 def test_bad_metrics_line_in_a_finished_run_is_broken(tmp_path: Path) -> None:

@@ -166,3 +166,21 @@ def test_overfit_sanity_torch(tmp_path: Path):
 
     result = overfit_check(n_examples=16, epochs=30, runs_dir=str(tmp_path))
     assert result["passed"], result["message"]
+
+
+def test_bf16_warning_follows_the_cpu_flags():
+    from squadqa.train import slow_bf16_warning
+
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        pytest.skip("no /proc/cpuinfo")
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU computes bf16 natively")
+    has_bf16 = "avx512_bf16" in flags or "amx_bf16" in flags
+    warning = slow_bf16_warning()
+    assert (warning is None) == has_bf16
+    if warning:
+        assert "train.mixed_precision=false" in warning

@@ -8,7 +8,7 @@ which adapts Richardson et al. (2013, MCTest). Without a constituency parser, ca
 sentence-internal token spans instead of constituents.
 ``first_sentence_overlap_baseline`` is the simplest "find the sentence, answer from it" heuristic.
 
-Run ``python -m squadqa.baselines DATA.json[.gz]`` to score both on a dataset.
+Score one on a dataset with ``squadqa baseline {sliding-window,first-sentence} --data FILE``.
 """
 
 from __future__ import annotations

@@ -89,21 +89,29 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    from squadqa.config import load_config
-    from squadqa.train import train
+def _run_config(args: argparse.Namespace):
+    """The run config of `train` / `pretrain`: file, then --set, then the flag shortcuts."""
+    from squadqa.config import format_settings, load_config
 
+    if args.help_config:
+        print(format_settings())
+        raise SystemExit(0)
     overrides = list(args.set or [])
-    if args.init:
+    if getattr(args, "init", None):
         overrides.append(f'train.init="{args.init}"')
-    if args.tracking:
+    if getattr(args, "tracking", None):
         overrides.append(f'tracking.backend="{args.tracking}"')
     if args.resume and args.config is None and args.name is None:
         raise SystemExit("--resume needs --name NAME (or --config) to find the run")
     if args.name:
         overrides.append(f'name="{args.name}"')
-    config = load_config(args.config, overrides)
-    status = train(config, args.runs_dir, resume=args.resume)
+    return load_config(args.config, overrides)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from squadqa.train import train
+
+    status = train(_run_config(args), args.runs_dir, resume=args.resume)
     print(
         json.dumps(
             {
@@ -123,10 +131,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from squadqa.pretrain import pretrain
+
+    status = pretrain(_run_config(args), args.runs_dir, resume=args.resume)
+    keys = ("status", "init", "epochs_run", "wall_time_s", "parameters", "pretrain_tokens")
+    print(json.dumps({k: status.get(k) for k in keys}))
+    return 0
+
+
 def _cmd_sanity(args: argparse.Namespace) -> int:
     from squadqa.checks import overfit_check
 
-    result = overfit_check(n_examples=args.examples, epochs=args.epochs, data=args.data)
+    given = {"n_examples": args.examples, "epochs": args.epochs, "data": args.data}
+    result = overfit_check(**{k: v for k, v in given.items() if v is not None})
     print(result["message"])
     return 0 if result["passed"] else 1
 
@@ -227,7 +245,30 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="TOML config (configs/*.toml)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.epochs=3 (repeatable)",
+    )
+    parser.add_argument("--name", help="run name (= --set name=...)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    parser.add_argument("--runs-dir", default="runs")
+    parser.add_argument(
+        "--help-config",
+        action="store_true",
+        help="list every config key with its default and help, then exit",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from squadqa.config import TokenizerConfig
+    from squadqa.features import FeatureConfig
+    from squadqa.postprocess import SpanConfig
+
+    features, spans = FeatureConfig(), SpanConfig()
     parser = argparse.ArgumentParser(prog="squadqa", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -249,17 +290,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tok_train = tok.add_parser("train", help="train a WordPiece vocabulary on a data file")
     tok_train.add_argument("--data", required=True)
-    tok_train.add_argument("--vocab-size", type=int, default=8000)
+    tok_train.add_argument("--vocab-size", type=int, default=TokenizerConfig().vocab_size)
     tok_train.add_argument("--out", required=True, help="directory for tokenizer.json")
     tok_train.set_defaults(func=_cmd_tokenizer_train)
 
     rt = sub.add_parser("roundtrip", help="gold labels -> post-processing -> EM: the label check")
     rt.add_argument("data")
     rt.add_argument("--tokenizer", help="tokenizer.json / vocab.txt (default: MiniLM's BERT vocab)")
-    rt.add_argument("--max-seq-length", type=int, default=384)
-    rt.add_argument("--doc-stride", type=int, default=128)
-    rt.add_argument("--max-query-length", type=int, default=64)
-    rt.add_argument("--max-answer-length", type=int, default=30)
+    rt.add_argument("--max-seq-length", type=int, default=features.max_seq_length)
+    rt.add_argument("--doc-stride", type=int, default=features.doc_stride)
+    rt.add_argument("--max-query-length", type=int, default=features.max_query_length)
+    rt.add_argument("--max-answer-length", type=int, default=spans.max_answer_length)
     rt.set_defaults(func=_cmd_roundtrip)
 
     ev = sub.add_parser("evaluate", help="official SQuAD v1.1/v2.0 evaluation")
@@ -276,24 +317,22 @@ def build_parser() -> argparse.ArgumentParser:
     bl.set_defaults(func=_cmd_baseline)
 
     tr = sub.add_parser("train", help="train and evaluate a model; writes runs/NAME/")
-    tr.add_argument("--config", help="TOML config (configs/*.toml)")
+    _add_run_arguments(tr)
     tr.add_argument(
-        "--set",
-        action="append",
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set train.epochs=3 (repeatable)",
+        "--init", help="scratch | pretrained | pretrained:PATH | run:RUN_DIR (a pretrain run)"
     )
-    tr.add_argument("--name", help="run name (= --set name=...)")
-    tr.add_argument("--init", help="scratch | pretrained | pretrained:PATH")
     tr.add_argument("--tracking", choices=["none", "wandb"])
-    tr.add_argument("--resume", action="store_true", help="continue an interrupted run")
-    tr.add_argument("--runs-dir", default="runs")
     tr.set_defaults(func=_cmd_train)
 
+    pt = sub.add_parser("pretrain", help="self-supervised pretraining of the encoder on train text")
+    _add_run_arguments(pt)
+    pt.set_defaults(func=_cmd_pretrain)
+
     sa = sub.add_parser("sanity", help="overfit a few examples: proves the model can learn")
-    sa.add_argument("--examples", type=int, default=32)
-    sa.add_argument("--epochs", type=int, default=60)
-    sa.add_argument("--data", default="sample")
+    # Defaults: overfit_check's own (32 examples, 60 epochs, the bundled sample).
+    sa.add_argument("--examples", type=int, help="train examples to overfit")
+    sa.add_argument("--epochs", type=int, help="epochs over them")
+    sa.add_argument("--data", help="SQuAD file, or 'sample'")
     sa.set_defaults(func=_cmd_sanity)
 
     ru = sub.add_parser("runs", help="table of runs")

@@ -12,84 +12,120 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from squadqa.features import FeatureConfig
 from squadqa.model import QAConfig
+from squadqa.objectives import PretrainConfig
+from squadqa.postprocess import SpanConfig
+from squadqa.settings import help_of, setting
 
-DEFAULT_MODEL = {"hidden_size": 256, "num_layers": 4, "num_heads": 4, "intermediate_size": 1024}
+
+def model_defaults() -> dict[str, Any]:
+    """QAConfig's own defaults: every architecture key except vocab_size (from the tokenizer)."""
+    return {f.name: f.default for f in dataclasses.fields(QAConfig) if f.name != "vocab_size"}
 
 
 @dataclass
 class DataConfig:
-    train: str = "sample"  # a SQuAD JSON path (plain or .gz), or "sample" for the bundled one
-    dev: str = "sample"
-    max_train_samples: int = 0  # 0 = all
-    max_dev_samples: int = 0
-    strict: bool = False
+    train: str = setting("sample", "train split: a SQuAD JSON path (plain or .gz), or 'sample'")
+    dev: str = setting("sample", "dev split, evaluated every epoch (never trained on)")
+    max_train_samples: int = setting(0, "keep the first N train questions; 0 = all")
+    max_dev_samples: int = setting(0, "keep the first N dev questions; 0 = all")
+    strict: bool = setting(False, "a misplaced answer_start is an error instead of a repair")
 
 
 @dataclass
 class TokenizerConfig:
-    # "train": WordPiece trained on the train split; "vocab": from `path` (vocab.txt or
-    # tokenizer.json); "pretrained": the checkpoint's own vocabulary.
-    kind: str = "train"
-    vocab_size: int = 8000
-    path: str = ""
-
-
-@dataclass
-class FeaturesSection:
-    max_seq_length: int = 384
-    doc_stride: int = 128
-    max_query_length: int = 64
+    kind: str = setting(
+        "train",
+        "train: WordPiece trained on the train split; vocab: from `path`; "
+        "pretrained: the checkpoint's own vocabulary",
+    )
+    vocab_size: int = setting(8000, "vocabulary size when kind = train")
+    path: str = setting("", "vocab.txt or tokenizer.json when kind = vocab")
 
 
 @dataclass
 class TrainConfig:
-    init: str = "scratch"  # "scratch", "pretrained" or "pretrained:PATH"
-    epochs: int = 2
-    batch_size: int = 32
-    eval_batch_size: int = 64
-    learning_rate: float = 5e-4
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    schedule: str = "linear"  # linear | cosine | polynomial | constant
-    clip_norm: float = 1.0
-    label_smoothing: float = 0.0
-    mixed_precision: bool = False
-    grad_accum: int = 1
-    seed: int = 0
-    early_stopping_patience: int = 0  # epochs without dev F1 gain before stopping; 0 = off
-    # Batches are padded to a multiple of this many tokens. 0 = by backend: 8 on torch (eager,
-    # any shape is free), 64 on jax / tensorflow (each new shape compiles).
-    length_multiple: int = 0
-
-
-@dataclass
-class PostprocessConfig:
-    n_best: int = 20
-    max_answer_length: int = 30
+    init: str = setting(
+        "scratch",
+        "scratch | pretrained | pretrained:PATH (a Hugging Face BERT checkpoint directory) | "
+        "run:RUN_DIR (the encoder of a `squadqa pretrain` run)",
+    )
+    epochs: int = setting(2, "passes over the train features")
+    batch_size: int = setting(32, "train features per step")
+    eval_batch_size: int = setting(64, "dev features per forward pass")
+    learning_rate: float = setting(5e-4, "peak learning rate (after warmup)")
+    weight_decay: float = setting(0.01, "AdamW decoupled weight decay (not on biases and norms)")
+    warmup_ratio: float = setting(0.1, "fraction of all updates spent warming up linearly")
+    schedule: str = setting("linear", "decay after warmup: linear | cosine | polynomial | constant")
+    clip_norm: float = setting(1.0, "global gradient-norm clip; 0 = off")
+    label_smoothing: float = setting(0.0, "span label smoothing over the allowed positions")
+    mixed_precision: bool = setting(
+        False, "bfloat16 compute, float32 weights (fast only with bf16 hardware)"
+    )
+    grad_accum: int = setting(1, "batches accumulated per optimizer update")
+    seed: int = setting(0, "seed of initialisation, batch order and dropout")
+    early_stopping_patience: int = setting(0, "epochs without dev F1 gain before stopping; 0 = off")
+    length_multiple: int = setting(
+        0,
+        "pad batches to a multiple of this many tokens; 0 = by backend (8 on torch, 64 on jax / "
+        "tensorflow, which compile each new shape)",
+    )
 
 
 @dataclass
 class TrackingConfig:
-    backend: str = "none"  # none | wandb
-    project: str = "squadqa"
-    log_examples: int = 50  # dev examples in the W&B table
+    backend: str = setting("none", "none | wandb")
+    project: str = setting("squadqa", "W&B project")
+    log_examples: int = setting(50, "dev examples in the W&B table")
 
 
 @dataclass
 class RunConfig:
-    name: str = "run"
+    name: str = setting("run", "run directory name under --runs-dir")
     data: DataConfig = field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    features: FeaturesSection = field(default_factory=FeaturesSection)
-    # QAConfig fields except vocab_size, which comes from the tokenizer.
-    model: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_MODEL))
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    # QAConfig's fields except vocab_size; a dict because vocab_size comes from the tokenizer.
+    model: dict[str, Any] = field(default_factory=model_defaults)
     train: TrainConfig = field(default_factory=TrainConfig)
-    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    postprocess: SpanConfig = field(default_factory=SpanConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def describe_settings() -> list[tuple[str, Any, str]]:
+    """(key, default, help) of every config key, read from the dataclasses themselves."""
+    rows: list[tuple[str, Any, str]] = []
+    defaults = RunConfig()
+    for f in dataclasses.fields(RunConfig):
+        value = getattr(defaults, f.name)
+        if f.name == "model":
+            rows.extend(
+                (f"model.{m.name}", m.default, help_of(m))
+                for m in dataclasses.fields(QAConfig)
+                if m.name != "vocab_size"
+            )
+        elif dataclasses.is_dataclass(value):
+            rows.extend(
+                (f"{f.name}.{s.name}", getattr(value, s.name), help_of(s))
+                for s in dataclasses.fields(value)
+            )
+        else:
+            rows.append((f.name, value, help_of(f)))
+    return rows
+
+
+def format_settings() -> str:
+    """`--help-config`: every key, its default and its help, one per line."""
+    rows = describe_settings()
+    width = max(len(key) + len(_toml_value(default)) for key, default, _ in rows) + 4
+    return "\n".join(
+        f"{key} = {_toml_value(default)}".ljust(width) + text for key, default, text in rows
+    )
 
 
 def _build(cls: type, values: dict[str, Any], where: str) -> Any:
@@ -119,9 +155,8 @@ def _model_section(values: Any, where: str) -> dict[str, Any]:
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {unknown} (known: {', '.join(sorted(known))})")
-    merged = {**DEFAULT_MODEL, **values}
-    QAConfig(vocab_size=1000, **merged)  # validates values, naming the bad field
-    return merged
+    resolved = QAConfig(vocab_size=1000, **values)  # validates values, naming the bad field
+    return {key: getattr(resolved, key) for key in model_defaults()}
 
 
 def _coerce(value: Any, default: Any, where: str) -> Any:

@@ -16,13 +16,14 @@ import hashlib
 import json
 import os
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from squadqa.data import Example
+from squadqa.settings import setting
 from squadqa.tokenization import QATokenizer
 
 CLS_INDEX = 0
@@ -33,9 +34,9 @@ CACHE_FORMAT = 1
 class FeatureConfig:
     """Windowing parameters (BERT's SQuAD defaults)."""
 
-    max_seq_length: int = 384
-    doc_stride: int = 128
-    max_query_length: int = 64
+    max_seq_length: int = setting(384, "tokens per window: [CLS] question [SEP] context [SEP]")
+    doc_stride: int = setting(128, "context tokens shared by consecutive windows of a context")
+    max_query_length: int = setting(64, "question tokens kept (longer questions are cut, counted)")
 
     def __post_init__(self) -> None:
         room = self.max_seq_length - self.max_query_length - 3
@@ -337,16 +338,3 @@ def batch_order(
         part = part[np.argsort(lengths[part], kind="stable")]
         batches.extend(part[i : i + batch_size] for i in range(0, len(part), batch_size))
     return [batches[i] for i in rng.permutation(len(batches))]
-
-
-def iterate_batches(
-    features: Features,
-    pad_id: int,
-    batch_size: int,
-    shuffle: bool = False,
-    seed: int = 0,
-    multiple: int = 32,
-) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
-    """(feature indices, padded inputs) per batch, in `batch_order`."""
-    for indices in batch_order(features.lengths, batch_size, shuffle, seed):
-        yield indices, pad_batch(features, indices, pad_id, multiple)

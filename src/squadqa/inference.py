@@ -105,8 +105,8 @@ class QAPredictor:
         return cls(
             model=model,
             tokenizer=load_tokenizer(run_dir / TOKENIZER_FILE),
-            feature_config=FeatureConfig(**vars(config.features)),
-            span_config=SpanConfig(**vars(config.postprocess)),
+            feature_config=config.features,
+            span_config=config.postprocess,
             length_multiple=padding_multiple(config.train.length_multiple),
             batch_size=batch_size or config.train.eval_batch_size,
             name=run_dir.resolve().name,

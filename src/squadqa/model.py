@@ -25,35 +25,37 @@ from dataclasses import dataclass
 from typing import Any
 
 import keras
-from keras import ops
 
 from squadqa.layers import Embeddings, SpanHead, TransformerBlock
 from squadqa.layers.embeddings import POSITION_EMBEDDINGS
 from squadqa.layers.transformer import HIDDEN_ACTS
+from squadqa.settings import setting
 
-INPUT_KEYS = ("input_ids", "token_type_ids", "attention_mask", "span_mask", "question_match")
-OUTPUT_KEYS = ("start_logits", "end_logits")
+# A saved config must state the architecture's sizes; the rest may take their defaults.
+SIZE_FIELDS = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size")
 
 
 @dataclass
 class QAConfig:
     """Architecture hyper-parameters; validated on creation so errors name the bad field."""
 
-    vocab_size: int
-    hidden_size: int
-    num_layers: int
-    num_heads: int
-    intermediate_size: int
-    max_position_embeddings: int = 512
-    type_vocab_size: int = 2
-    position_embedding: str = "learned"
-    norm_first: bool = False
-    hidden_dropout: float = 0.1
-    attention_dropout: float = 0.1
-    layer_norm_eps: float = 1e-12
-    hidden_act: str = "gelu"
-    initializer_range: float = 0.02
-    question_match: bool = False  # add the question-match embedding (see layers.Embeddings)
+    vocab_size: int  # from the tokenizer, never a config key
+    hidden_size: int = setting(256, "width of every hidden state")
+    num_layers: int = setting(4, "transformer blocks")
+    num_heads: int = setting(4, "attention heads per block (must divide hidden_size)")
+    intermediate_size: int = setting(1024, "feed-forward inner width")
+    max_position_embeddings: int = setting(512, "longest input (learned positions' table)")
+    type_vocab_size: int = setting(2, "token types (question 0, context 1)")
+    position_embedding: str = setting("learned", "learned | sinusoidal | rotary")
+    norm_first: bool = setting(False, "pre-LN blocks (True) or BERT's post-LN (False)")
+    hidden_dropout: float = setting(0.1, "dropout on embeddings and block outputs")
+    attention_dropout: float = setting(0.1, "dropout on attention probabilities")
+    layer_norm_eps: float = setting(1e-12, "LayerNorm epsilon")
+    hidden_act: str = setting("gelu", "feed-forward activation: gelu | gelu_tanh | relu")
+    initializer_range: float = setting(0.02, "std of the truncated-normal initialiser")
+    question_match: bool = setting(
+        False, "add DrQA's exact-match embedding: does this context token occur in the question?"
+    )
 
     def __post_init__(self) -> None:
         for name in (
@@ -123,17 +125,10 @@ class QAConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown QAConfig field(s): {', '.join(unknown)}")
-        missing = sorted(
-            field.name
-            for field in dataclasses.fields(cls)
-            if field.default is dataclasses.MISSING and field.name not in values
-        )
+        missing = sorted(name for name in SIZE_FIELDS if name not in values)
         if missing:
             raise ValueError(f"missing QAConfig field(s): {', '.join(missing)}")
         return cls(**values)
-
-    def replace(self, **changes: Any) -> QAConfig:
-        return dataclasses.replace(self, **changes)
 
 
 @keras.saving.register_keras_serializable(package="squadqa")
@@ -223,16 +218,6 @@ class QATransformer(keras.Model):
         span_mask = inputs.get("span_mask")
         start_logits, end_logits = self.span_head(hidden_states, span_mask)
         return {"start_logits": start_logits, "end_logits": end_logits}
-
-    def dummy_inputs(self, batch_size: int = 1, seq_len: int = 8) -> dict[str, Any]:
-        """An all-ones batch of the right dtypes, e.g. to trace or warm up the model."""
-        ones = ops.ones((batch_size, seq_len), dtype="int32")
-        return {
-            "input_ids": ones,
-            "token_type_ids": ops.zeros_like(ones),
-            "attention_mask": ones,
-            "span_mask": ones,
-        }
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "config": self.config.to_dict()}

@@ -15,16 +15,19 @@ import numpy as np
 
 from squadqa.data import Example
 from squadqa.features import CLS_INDEX, Features
+from squadqa.settings import setting
 
 
 @dataclass(frozen=True)
 class SpanConfig:
     """How answers are chosen (BERT / `run_qa.py` defaults)."""
 
-    n_best: int = 20
-    max_answer_length: int = 30
-    version_2: bool = False
-    null_threshold: float = 0.0  # SQuAD 2.0: answer "" when null score - best span > this
+    n_best: int = setting(20, "start and end logits considered per window")
+    max_answer_length: int = setting(30, "longest answer, in tokens")
+    version_2: bool = setting(False, "SQuAD 2.0: the answer may be empty (no answer)")
+    null_threshold: float = setting(
+        0.0, 'SQuAD 2.0: answer "" when the null score beats the best span by more than this'
+    )
 
 
 @dataclass(frozen=True)

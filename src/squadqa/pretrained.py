@@ -117,6 +117,8 @@ class LoadReport:
     ignored_buffers: list[str] = field(default_factory=list)
     head_loaded: bool = False
     notes: list[str] = field(default_factory=list)
+    label: str = "pretrained"  # what kind of source, first word of the summary
+    fresh_head_reason: str = "no qa_outputs.*"
 
     @property
     def ok(self) -> bool:
@@ -126,10 +128,10 @@ class LoadReport:
         head = (
             "span head loaded from qa_outputs.*"
             if self.head_loaded
-            else ("span head freshly initialised (no qa_outputs.*)")
+            else f"span head freshly initialised ({self.fresh_head_reason})"
         )
         lines = [
-            f"pretrained: {len(self.loaded)} tensors loaded from {self.source} "
+            f"{self.label}: {len(self.loaded)} tensors loaded from {self.source} "
             f"(config: {self.config_source}); {head}",
         ]
         if self.unexpected:

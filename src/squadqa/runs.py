@@ -270,7 +270,9 @@ def _check_running(status: dict[str, Any], notes: list[str]) -> str:
     if pid is None:
         notes.insert(0, "status.json has no pid to check")
         return "running?"
-    if not _pid_alive(pid, _parse_time(status.get("started"))):
+    # A resumed run keeps its first `started`; `process_started` is when this pid began.
+    began = status.get("process_started") or status.get("started")
+    if not _pid_alive(pid, _parse_time(began)):
         notes.insert(0, f"process {pid} is gone (killed?)")
         return "crashed"
     return "running"

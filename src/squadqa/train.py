@@ -32,7 +32,6 @@ from squadqa.config import RunConfig, dump_config, load_config
 from squadqa.data import Example, gold_answers, load_squad
 from squadqa.evaluation import evaluate_v1
 from squadqa.features import (
-    FeatureConfig,
     Features,
     batch_order,
     build_features,
@@ -42,7 +41,7 @@ from squadqa.features import (
 from squadqa.malloc import reuse_freed_memory
 from squadqa.model import QAConfig, QATransformer
 from squadqa.optim import make_adamw
-from squadqa.postprocess import Predictions, SpanConfig, extract_answers, write_json
+from squadqa.postprocess import Predictions, extract_answers, write_json
 from squadqa.tokenization import QATokenizer, load_tokenizer, train_wordpiece, training_texts
 from squadqa.tracking import Tracker, make_tracker
 
@@ -56,6 +55,50 @@ def padding_multiple(configured: int) -> int:
 
 def feature_cache_dir() -> Path:
     return Path(os.environ.get("SQUADQA_CACHE", Path.home() / ".cache" / "squadqa")) / "features"
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far (what featurising a split costs)."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024 if sys.platform == "darwin" else 1024)  # bytes on macOS
+
+
+def slow_bf16_warning() -> str | None:
+    """A warning when bfloat16 would run on a CPU without bf16 instructions (emulated, slow)."""
+    backend = keras.backend.backend()
+    if backend == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            return None
+    elif backend == "jax":
+        import jax
+
+        if jax.default_backend() != "cpu":
+            return None
+    else:
+        return None
+    try:
+        cpu_flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    if "avx512_bf16" in cpu_flags or "amx_bf16" in cpu_flags:
+        return None
+    return (
+        "warning: train.mixed_precision = true on a CPU without AVX512-BF16 or AMX: bfloat16 "
+        "is emulated there (11x slower than float32 on an AVX2 CPU); "
+        "--set train.mixed_precision=false"
+    )
+
+
+def set_precision(mixed: bool) -> None:
+    """The process-global dtype policy; set either way so it never leaks into a later run."""
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16" if mixed else "float32")
+    warning = slow_bf16_warning() if mixed else None
+    if warning:
+        print(warning, file=sys.stderr)
 
 
 def now() -> str:
@@ -213,6 +256,8 @@ def _pretrained_path(init: str) -> str | None:
 
 def build_tokenizer(config: RunConfig, train_examples: Sequence[Example]) -> QATokenizer:
     kind = config.tokenizer.kind
+    if config.train.init.startswith("run:"):  # the pretraining run's own vocabulary
+        return load_tokenizer(Path(config.train.init[len("run:") :]) / "tokenizer.json")
     if config.train.init.startswith("pretrained") or kind == "pretrained":
         from squadqa.pretrained import checkpoint_dir
 
@@ -228,15 +273,23 @@ def build_tokenizer(config: RunConfig, train_examples: Sequence[Example]) -> QAT
 
 def build_model(config: RunConfig, vocab_size: int) -> tuple[QATransformer, str]:
     init = config.train.init
+    dropout = {k: v for k, v in config.model.items() if "dropout" in k}
     if init.startswith("pretrained"):
         from squadqa.pretrained import load_pretrained
 
-        overrides = {k: v for k, v in config.model.items() if "dropout" in k}
-        model, _, report = load_pretrained(_pretrained_path(init), **overrides)
-        print(report.summary() if hasattr(report, "summary") else report)
+        model, _, report = load_pretrained(_pretrained_path(init), **dropout)
+        print(report.summary())
         return model, "pretrained"
+    if init.startswith("run:"):
+        from squadqa.pretrain import load_encoder
+
+        model, report = load_encoder(init[len("run:") :], **dropout)
+        print(report.summary())
+        return model, report.label
     if init != "scratch":
-        raise ValueError(f"train.init={init!r}: use scratch, pretrained or pretrained:PATH")
+        raise ValueError(
+            f"train.init={init!r}: use scratch, pretrained, pretrained:PATH or run:RUN_DIR"
+        )
     model = QATransformer(QAConfig(vocab_size=vocab_size, **config.model))
     model.build()
     return model, "scratch"
@@ -257,12 +310,13 @@ def prepare(config: RunConfig, run_dir: Path, resume: bool) -> Prepared:
     else:
         tokenizer = build_tokenizer(config, train.examples)
         tokenizer.save(run_dir)
-    feature_config = FeatureConfig(**vars(config.features))
+    feature_config = config.features
     cache = feature_cache_dir()
     train_features = build_features(train.examples, tokenizer, feature_config, cache)
     dev_features = build_features(dev.examples, tokenizer, feature_config, cache)
     print(f"train features: {train_features.stats.summary()}")
     print(f"dev features:   {dev_features.stats.summary()}")
+    print(f"peak memory after loading and featurising: {peak_rss_mb():.0f} MB")
     model, init = build_model(config, tokenizer.vocab_size)
     return Prepared(
         config, tokenizer, train.examples, dev.examples, train_features, dev_features, model, init
@@ -343,7 +397,7 @@ class RunRecord:
             f.write(json.dumps(line) + "\n")
 
 
-def _save_weights_atomic(model: keras.Model, path: Path) -> None:
+def save_weights_atomic(model: keras.Model, path: Path) -> None:
     tmp = path.with_name("tmp-" + path.name)
     model.save_weights(tmp)
     tmp.replace(path)
@@ -359,8 +413,9 @@ def evaluate_dev(prep: Prepared, model: keras.Model) -> tuple[dict, Predictions,
         t.eval_batch_size,
         padding_multiple(t.length_multiple),
     )
-    span_config = SpanConfig(**vars(prep.config.postprocess))
-    predictions = extract_answers(prep.dev_examples, prep.dev_features, starts, ends, span_config)
+    predictions = extract_answers(
+        prep.dev_examples, prep.dev_features, starts, ends, prep.config.postprocess
+    )
     metrics = evaluate_v1(gold_answers(prep.dev_examples), predictions.answers)
     return metrics, predictions, mean_span_loss(prep.dev_features, starts, ends)
 
@@ -407,13 +462,8 @@ class ProgressBar(keras.callbacks.Callback):
         self.bar.close()
 
 
-def train(
-    config: RunConfig,
-    runs_dir: str | Path = "runs",
-    resume: bool = False,
-    extra_callbacks: Sequence[keras.callbacks.Callback] = (),
-) -> dict[str, Any]:
-    """Train as configured; returns the final status. Writes everything to runs_dir/name."""
+def open_run_dir(config: RunConfig, runs_dir: str | Path, resume: bool) -> tuple[RunConfig, Path]:
+    """The run directory, made ready: a fresh one, or (--resume) the saved config of an old one."""
     run_dir = Path(runs_dir) / config.name
     if resume:
         saved = run_dir / "config.toml"
@@ -428,12 +478,22 @@ def train(
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "checkpoints").mkdir(exist_ok=True)
     (run_dir / "config.toml").write_text(dump_config(config))
+    return config, run_dir
+
+
+def train(
+    config: RunConfig,
+    runs_dir: str | Path = "runs",
+    resume: bool = False,
+    extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+) -> dict[str, Any]:
+    """Train as configured; returns the final status. Writes everything to runs_dir/name."""
+    config, run_dir = open_run_dir(config, runs_dir, resume)
 
     t = config.train
     malloc_tuned = reuse_freed_memory()
     keras.utils.set_random_seed(t.seed)
-    # Set either way: the policy is process-global and must not leak into a later run.
-    keras.mixed_precision.set_dtype_policy("mixed_bfloat16" if t.mixed_precision else "float32")
+    set_precision(t.mixed_precision)
     prep = prepare(config, run_dir, resume)
     model = prep.model
     batches = TrainBatches(
@@ -468,6 +528,8 @@ def train(
     record.status = {
         "status": "running",
         "started": previous.get("started", now()),
+        "process_started": now(),
+        "features_peak_rss_mb": round(peak_rss_mb()),
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "backend": keras.backend.backend(),
@@ -550,13 +612,13 @@ def _epochs(
             state.update(
                 best_f1=metrics["f1"], best_em=metrics["exact_match"], best_epoch=epoch + 1, wait=0
             )
-            _save_weights_atomic(model, checkpoints / "best.weights.h5")
+            save_weights_atomic(model, checkpoints / "best.weights.h5")
             predictions.save(run_dir)
             write_json(run_dir / "eval.json", {**metrics, "epoch": epoch + 1})
         else:
             state["wait"] += 1
         state["epoch"] = epoch + 1
-        _save_weights_atomic(model, checkpoints / "last.weights.h5")
+        save_weights_atomic(model, checkpoints / "last.weights.h5")
         write_json(state_file, state)
         record.append_metrics(line)
         record.write_status(
