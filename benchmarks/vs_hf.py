@@ -321,14 +321,12 @@ def make_plan(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 def short_train_samples(config: Any, max_train: int, want_features: int) -> tuple[int, str]:
     """Fewest first train questions whose squadqa windows fill `want_features` (= steps x batch)."""
     from squadqa.data import load_squad
-    from squadqa.features import FeatureConfig, build_features
+    from squadqa.features import build_features
     from squadqa.train import build_tokenizer, feature_cache_dir
 
     data = load_squad(config.data.train, max_samples=max_train or None)
     tokenizer = build_tokenizer(config, data.examples)
-    features = build_features(
-        data.examples, tokenizer, FeatureConfig(**vars(config.features)), feature_cache_dir()
-    )
+    features = build_features(data.examples, tokenizer, config.features, feature_cache_dir())
     if len(features) <= want_features:
         return max_train, (
             f"the train data has only {len(features)} windows (< {want_features}): "

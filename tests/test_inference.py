@@ -224,3 +224,17 @@ def test_answer_from_a_pretrained_run(tmp_path, monkeypatch):
     answers = predictor.answer(context, ["Who is the tower named after?", "Where is it?"])
     for answer in answers:
         check_answer(context, answer, top_k=3)
+
+
+def test_serving_does_not_import_training():
+    """`squadqa.inference` and the server import neither the trainer nor pretraining."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, squadqa.inference, squadqa.serve.app; "
+        "bad = [m for m in ('squadqa.train', 'squadqa.pretrain') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -14,15 +14,47 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict
 
+import numpy as np
+
 import squadqa  # noqa: F401  (sets the default Keras backend before keras is imported)
 from squadqa.config import RunConfig, dump_config, load_config
 from squadqa.data import Example, load_squad
-from squadqa.features import FeatureConfig, Features, build_features
+from squadqa.features import (
+    FeatureConfig,
+    Features,
+    batch_order,
+    build_features,
+    default_length_multiple,
+    pad_batch,
+)
 from squadqa.postprocess import Candidate, Predictions, SpanConfig, extract_answers, write_json
 from squadqa.tokenization import TOKENIZER_FILE, QATokenizer, load_tokenizer
 
 MODEL_FILE = "model.keras"
 CONFIG_FILE = "config.toml"
+
+
+def padding_multiple(configured: int) -> int:
+    """The batch-length rounding to use (see `TrainConfig.length_multiple`)."""
+    import keras
+
+    return configured or default_length_multiple(keras.backend.backend())
+
+
+def predict_logits(
+    model: Any, features: Features, pad_id: int, batch_size: int, multiple: int = 32
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Start/end logits of every feature (unpadded), batched by length."""
+    starts: list[np.ndarray] = [None] * len(features)  # type: ignore[list-item]
+    ends: list[np.ndarray] = [None] * len(features)  # type: ignore[list-item]
+    for indices in batch_order(features.lengths, batch_size, shuffle=False):
+        outputs = model.predict_on_batch(pad_batch(features, indices, pad_id, multiple))
+        s = np.asarray(outputs["start_logits"], dtype=np.float32)
+        e = np.asarray(outputs["end_logits"], dtype=np.float32)
+        for row, i in enumerate(indices):
+            n = len(features.input_ids[i])
+            starts[i], ends[i] = s[row, :n], e[row, :n]
+    return starts, ends
 
 
 class Span(TypedDict):
@@ -98,7 +130,6 @@ class QAPredictor:
         import keras
 
         import squadqa.model  # noqa: F401  (registers QATransformer and its layers for loading)
-        from squadqa.train import padding_multiple
 
         config = load_config(run_dir / CONFIG_FILE)
         model = keras.models.load_model(run_dir / MODEL_FILE, safe_mode=True)
@@ -122,8 +153,6 @@ class QAPredictor:
         progress: Any = None,
     ) -> Predictions:
         """Logits of every window → answers: exactly the evaluation path."""
-        from squadqa.train import predict_logits
-
         runner = _LockedModel(self.model, self._lock, progress)
         starts, ends = predict_logits(
             runner,

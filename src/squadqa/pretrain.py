@@ -30,6 +30,7 @@ from keras import ops
 from squadqa import objectives as obj
 from squadqa.config import RunConfig, load_config
 from squadqa.data import Example, load_squad
+from squadqa.inference import padding_multiple
 from squadqa.malloc import reuse_freed_memory
 from squadqa.model import QAConfig, QATransformer
 from squadqa.optim import make_adamw
@@ -51,7 +52,8 @@ from squadqa.train import (
 
 ENCODER_FILE = "encoder.weights.h5"
 STEPS_FILE = "steps.jsonl"
-PAD_MULTIPLE = 8
+# Predicted positions / questions per row are padded to a multiple of this (few shapes for jax).
+SLOT_MULTIPLE = 8
 
 
 # --------------------------------------------------------------------------- heads and model
@@ -244,10 +246,11 @@ class PretrainBatches(keras.utils.PyDataset):
         config: obj.PretrainConfig,
         batch_size: int,
         seed: int,
+        multiple: int = 8,
     ) -> None:
         super().__init__()
         self.windows, self.tokenizer, self.config = windows, tokenizer, config
-        self.batch_size, self.seed = batch_size, seed
+        self.batch_size, self.seed, self.multiple = batch_size, seed, multiple
         self.mask_id = tokenizer.token_id("[MASK]")
         if self.mask_id is None:
             raise ValueError("pretraining needs a [MASK] token in the tokenizer vocabulary")
@@ -293,18 +296,18 @@ class PretrainBatches(keras.utils.PyDataset):
         ]
         positions = [np.flatnonzero(mask) for mask in chosen]
         labels = [ids[p] for ids, p in zip(originals, positions, strict=True)]
-        input_ids = obj.pad_rows(corrupted, pad, PAD_MULTIPLE)
+        input_ids = obj.pad_rows(corrupted, pad, self.multiple)
         batch = {
             "input_ids": input_ids,
-            "attention_mask": (obj.pad_rows(originals, -1, PAD_MULTIPLE) >= 0).astype(np.int32),
-            "mlm_positions": obj.pad_rows(positions, 0, PAD_MULTIPLE),
-            "mlm_labels": obj.pad_rows(labels, 0, PAD_MULTIPLE),
+            "attention_mask": (obj.pad_rows(originals, -1, self.multiple) >= 0).astype(np.int32),
+            "mlm_positions": obj.pad_rows(positions, 0, SLOT_MULTIPLE),
+            "mlm_labels": obj.pad_rows(labels, 0, SLOT_MULTIPLE),
             "mlm_weights": obj.pad_rows(
-                [np.ones(len(p), np.int32) for p in positions], 0, PAD_MULTIPLE
+                [np.ones(len(p), np.int32) for p in positions], 0, SLOT_MULTIPLE
             ),
         }
         if c.objective == "electra":
-            batch["original_ids"] = obj.pad_rows(originals, pad, PAD_MULTIPLE)
+            batch["original_ids"] = obj.pad_rows(originals, pad, self.multiple)
             batch["sample_noise"] = rng.random(batch["mlm_positions"].shape).astype(np.float32)
         return batch
 
@@ -321,8 +324,8 @@ class PretrainBatches(keras.utils.PyDataset):
             )
             rows.append(ids)
             questions.append(np.asarray(asks, dtype=np.int32).reshape(-1, 3))
-        input_ids = obj.pad_rows(rows, self.tokenizer.pad_id, PAD_MULTIPLE)
-        real = obj.pad_rows(rows, -1, PAD_MULTIPLE) >= 0
+        input_ids = obj.pad_rows(rows, self.tokenizer.pad_id, self.multiple)
+        real = obj.pad_rows(rows, -1, self.multiple) >= 0
         answer_mask = real.copy()
         answer_mask[:, 0] = False  # [CLS]
         for row, ids in enumerate(rows):
@@ -332,10 +335,12 @@ class PretrainBatches(keras.utils.PyDataset):
             "input_ids": input_ids,
             "attention_mask": real.astype(np.int32),
             "answer_mask": answer_mask.astype(np.int32),
-            "question_positions": obj.pad_rows([q[:, 0] for q in questions], 0, 1),
-            "answer_starts": obj.pad_rows([q[:, 1] for q in questions], 0, 1),
-            "answer_ends": obj.pad_rows([q[:, 2] for q in questions], 0, 1),
-            "question_weights": obj.pad_rows([np.ones(len(q), np.int32) for q in questions], 0, 1),
+            "question_positions": obj.pad_rows([q[:, 0] for q in questions], 0, SLOT_MULTIPLE),
+            "answer_starts": obj.pad_rows([q[:, 1] for q in questions], 0, SLOT_MULTIPLE),
+            "answer_ends": obj.pad_rows([q[:, 2] for q in questions], 0, SLOT_MULTIPLE),
+            "question_weights": obj.pad_rows(
+                [np.ones(len(q), np.int32) for q in questions], 0, SLOT_MULTIPLE
+            ),
         }
 
 
@@ -506,7 +511,9 @@ def pretrain(
     print(f"pretraining windows: {windows.summary()}")
     model = PretrainModel(QAConfig(vocab_size=tokenizer.vocab_size, **config.model), p)
     model.build()
-    batches = PretrainBatches(windows, tokenizer, p, t.batch_size, t.seed)
+    batches = PretrainBatches(
+        windows, tokenizer, p, t.batch_size, t.seed, padding_multiple(t.length_multiple)
+    )
     total = batches.steps_per_epoch * t.epochs
     optimizer = make_adamw(
         learning_rate=WarmupDecay(t.learning_rate, total, int(t.warmup_ratio * total), t.schedule),

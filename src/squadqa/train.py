@@ -29,15 +29,15 @@ import numpy as np
 from keras import ops
 
 from squadqa.config import RunConfig, dump_config, load_config
-from squadqa.data import Example, gold_answers, load_squad
+from squadqa.data import Example, default_cache_dir, gold_answers, load_squad
 from squadqa.evaluation import evaluate_v1
 from squadqa.features import (
     Features,
     batch_order,
     build_features,
-    default_length_multiple,
     pad_batch,
 )
+from squadqa.inference import padding_multiple, predict_logits
 from squadqa.malloc import reuse_freed_memory
 from squadqa.model import QAConfig, QATransformer
 from squadqa.optim import make_adamw
@@ -48,13 +48,8 @@ from squadqa.tracking import Tracker, make_tracker
 NO_DECAY = ("bias", "layer_norm", "layernorm", "gamma", "beta")
 
 
-def padding_multiple(configured: int) -> int:
-    """The batch-length rounding to use (see `TrainConfig.length_multiple`)."""
-    return configured or default_length_multiple(keras.backend.backend())
-
-
 def feature_cache_dir() -> Path:
-    return Path(os.environ.get("SQUADQA_CACHE", Path.home() / ".cache" / "squadqa")) / "features"
+    return default_cache_dir() / "features"
 
 
 def peak_rss_mb() -> float:
@@ -203,22 +198,6 @@ class TrainBatches(keras.utils.PyDataset):
             "end_logits": self.features.end_positions[indices],
         }
         return inputs, targets
-
-
-def predict_logits(
-    model: keras.Model, features: Features, pad_id: int, batch_size: int, multiple: int = 32
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Start/end logits of every feature (unpadded), batched by length."""
-    starts: list[np.ndarray] = [None] * len(features)  # type: ignore[list-item]
-    ends: list[np.ndarray] = [None] * len(features)  # type: ignore[list-item]
-    for indices in batch_order(features.lengths, batch_size, shuffle=False):
-        outputs = model.predict_on_batch(pad_batch(features, indices, pad_id, multiple))
-        s = np.asarray(outputs["start_logits"], dtype=np.float32)
-        e = np.asarray(outputs["end_logits"], dtype=np.float32)
-        for row, i in enumerate(indices):
-            n = len(features.input_ids[i])
-            starts[i], ends[i] = s[row, :n], e[row, :n]
-    return starts, ends
 
 
 def mean_span_loss(features: Features, starts: Sequence[np.ndarray], ends: Sequence[np.ndarray]):
