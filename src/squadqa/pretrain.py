@@ -409,14 +409,17 @@ class StepLog(keras.callbacks.Callback):
         step = self.batches.start + batch + 1
         self.run.log_step(self.epoch, step, loss)
         if step % self.run.pretrain.save_every_steps == 0 and step < self.batches.steps_per_epoch:
+            self.run.model = self.model  # on jax, reading the property syncs the model's state
             self.run.checkpoint(self.epoch, step)
 
 
 class PretrainRun:
     """The run directory and state of one pretraining run."""
 
-    def __init__(self, config: RunConfig, run_dir: Path, model: PretrainModel) -> None:
-        self.config, self.run_dir, self.model = config, run_dir, model
+    def __init__(
+        self, config: RunConfig, run_dir: Path, model: PretrainModel, schedule: WarmupDecay
+    ) -> None:
+        self.config, self.run_dir, self.model, self.schedule = config, run_dir, model, schedule
         self.pretrain, self.seed = config.pretrain, config.train.seed
         self.checkpoints = run_dir / "checkpoints"
         self.state: dict[str, Any] = {
@@ -432,7 +435,8 @@ class PretrainRun:
     def log_step(self, epoch: int, step: int, loss: float) -> None:
         self.state["loss_sum"] += loss
         self.state["global_step"] += 1
-        lr = float(ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        # From the schedule, not the optimizer: on jax its variables are stale mid-epoch.
+        lr = float(ops.convert_to_numpy(self.schedule(self.state["global_step"] - 1)))
         self.pending.append(
             json.dumps({"epoch": epoch + 1, "step": step, "loss": loss, "lr": lr}) + "\n"
         )
@@ -515,8 +519,9 @@ def pretrain(
         windows, tokenizer, p, t.batch_size, t.seed, padding_multiple(t.length_multiple)
     )
     total = batches.steps_per_epoch * t.epochs
+    schedule = WarmupDecay(t.learning_rate, total, int(t.warmup_ratio * total), t.schedule)
     optimizer = make_adamw(
-        learning_rate=WarmupDecay(t.learning_rate, total, int(t.warmup_ratio * total), t.schedule),
+        learning_rate=schedule,
         weight_decay=t.weight_decay,
         beta_1=0.9,
         beta_2=0.999,
@@ -527,7 +532,7 @@ def pretrain(
     model.compile(optimizer=optimizer)
     optimizer.build(model.trainable_variables)
 
-    run = PretrainRun(config, run_dir, model)
+    run = PretrainRun(config, run_dir, model, schedule)
     if resume:
         run.restore()
     record = RunRecord(run_dir, {})
