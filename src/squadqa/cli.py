@@ -25,7 +25,10 @@ def _cmd_tokenizer_train(args: argparse.Namespace) -> int:
     from squadqa.tokenization import train_wordpiece, training_texts
 
     data = load_squad(args.data)
-    tokenizer = train_wordpiece(training_texts(data.examples), args.vocab_size)
+    from squadqa.config import TokenizerConfig
+
+    vocab_size = args.vocab_size or TokenizerConfig().vocab_size
+    tokenizer = train_wordpiece(training_texts(data.examples), vocab_size)
     path = tokenizer.save(args.out)
     print(f"trained a {tokenizer.vocab_size}-token WordPiece vocabulary on {data.stats.summary()}")
     print(f"saved {path}")
@@ -264,8 +267,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from squadqa.config import TokenizerConfig
-    from squadqa.features import FeatureConfig
+    from squadqa.features import FeatureConfig  # numpy only: no keras import for --help
     from squadqa.postprocess import SpanConfig
 
     features, spans = FeatureConfig(), SpanConfig()
@@ -290,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tok_train = tok.add_parser("train", help="train a WordPiece vocabulary on a data file")
     tok_train.add_argument("--data", required=True)
-    tok_train.add_argument("--vocab-size", type=int, default=TokenizerConfig().vocab_size)
+    tok_train.add_argument("--vocab-size", type=int, help="default: tokenizer.vocab_size's")
     tok_train.add_argument("--out", required=True, help="directory for tokenizer.json")
     tok_train.set_defaults(func=_cmd_tokenizer_train)
 
