@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import json
 import re
+import select
+import socket
 import threading
 
 import pytest
@@ -266,14 +269,27 @@ def test_real_server_refuses_a_big_chunked_body(predictor):
 
     with serve_in_thread(create_app(predictor, LIMITS)) as url:
         host, port = url.removeprefix("http://").split(":")
-        conn = http.client.HTTPConnection(host, int(port), timeout=30)
-        chunks = (b"x" * 1000 for _ in range(20))
-        conn.request("POST", "/v1/answer", body=chunks, encode_chunked=True,
-                     headers={"content-type": "application/json"})  # fmt: skip
-        response = conn.getresponse()
-        assert response.status == 413
-        assert json.loads(response.read())["error"] == "payload_too_large"
-        conn.close()
+        # A raw socket that stops sending once the answer is readable: a client that keeps
+        # writing after the server's 413 gets a reset instead of the answer (a race, not a bug).
+        sock = socket.create_connection((host, int(port)), timeout=30)
+        sock.sendall(
+            b"POST /v1/answer HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        for _ in range(50):  # 50 kB at most, the limit is 4 kB
+            if select.select([sock], [], [], 0.05)[0]:
+                break
+            try:
+                sock.sendall(b"3e8\r\n" + b"x" * 1000 + b"\r\n")
+            except (BrokenPipeError, ConnectionResetError):
+                break
+        raw = b""
+        with contextlib.suppress(ConnectionResetError, TimeoutError):
+            while b"payload_too_large" not in raw and (part := sock.recv(65536)):
+                raw += part
+        sock.close()
+        assert raw.startswith(b"HTTP/1.1 413"), raw[:200]
+        assert b'"payload_too_large"' in raw
         conn = http.client.HTTPConnection(host, int(port), timeout=30)
         body = json.dumps({"context": CONTEXT, "question": "Where is it?"})
         conn.request("POST", "/v1/answer", body=body, headers={"content-type": "application/json"})
