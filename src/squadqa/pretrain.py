@@ -33,16 +33,15 @@ from squadqa.data import Example, load_squad
 from squadqa.inference import padding_multiple
 from squadqa.malloc import reuse_freed_memory
 from squadqa.model import QAConfig, QATransformer
-from squadqa.optim import make_adamw
 from squadqa.postprocess import write_json
 from squadqa.pretrained import LoadReport
 from squadqa.tokenization import QATokenizer, load_tokenizer
 from squadqa.train import (
-    NO_DECAY,
     ProgressBar,
     RunRecord,
     WarmupDecay,
     build_tokenizer,
+    make_optimizer,
     now,
     open_run_dir,
     save_weights_atomic,
@@ -518,17 +517,7 @@ def pretrain(
     batches = PretrainBatches(
         windows, tokenizer, p, t.batch_size, t.seed, padding_multiple(t.length_multiple)
     )
-    total = batches.steps_per_epoch * t.epochs
-    schedule = WarmupDecay(t.learning_rate, total, int(t.warmup_ratio * total), t.schedule)
-    optimizer = make_adamw(
-        learning_rate=schedule,
-        weight_decay=t.weight_decay,
-        beta_1=0.9,
-        beta_2=0.999,
-        epsilon=1e-6,
-        global_clipnorm=t.clip_norm or None,
-    )
-    optimizer.exclude_from_weight_decay(var_names=list(NO_DECAY))
+    optimizer, schedule = make_optimizer(t, batches.steps_per_epoch * t.epochs)
     model.compile(optimizer=optimizer)
     optimizer.build(model.trainable_variables)
 

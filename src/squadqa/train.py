@@ -28,7 +28,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from squadqa.config import RunConfig, dump_config, load_config
+from squadqa.config import RunConfig, TrainConfig, dump_config, load_config
 from squadqa.data import Example, default_cache_dir, gold_answers, load_squad
 from squadqa.evaluation import evaluate_v1
 from squadqa.features import (
@@ -302,11 +302,13 @@ def prepare(config: RunConfig, run_dir: Path, resume: bool) -> Prepared:
     )
 
 
-def compile_model(model: QATransformer, config: RunConfig, steps_per_epoch: int) -> None:
-    t = config.train
-    updates_per_epoch = max(steps_per_epoch // max(t.grad_accum, 1), 1)
-    total = updates_per_epoch * t.epochs
-    schedule = WarmupDecay(t.learning_rate, total, int(t.warmup_ratio * total), t.schedule)
+def make_optimizer(
+    t: TrainConfig, total_updates: int
+) -> tuple[keras.optimizers.Optimizer, WarmupDecay]:
+    """AdamW with the configured warmup/decay schedule over `total_updates` (no decay on norms)."""
+    schedule = WarmupDecay(
+        t.learning_rate, total_updates, int(t.warmup_ratio * total_updates), t.schedule
+    )
     optimizer = make_adamw(
         learning_rate=schedule,
         weight_decay=t.weight_decay,
@@ -317,6 +319,13 @@ def compile_model(model: QATransformer, config: RunConfig, steps_per_epoch: int)
         gradient_accumulation_steps=t.grad_accum if t.grad_accum > 1 else None,
     )
     optimizer.exclude_from_weight_decay(var_names=list(NO_DECAY))
+    return optimizer, schedule
+
+
+def compile_model(model: QATransformer, config: RunConfig, steps_per_epoch: int) -> None:
+    t = config.train
+    updates_per_epoch = max(steps_per_epoch // max(t.grad_accum, 1), 1)
+    optimizer, _ = make_optimizer(t, updates_per_epoch * t.epochs)
     model.compile(
         optimizer=optimizer,
         loss={
