@@ -58,7 +58,7 @@ import numpy as np
 import keras
 import squadqa
 from squadqa.layers import MASKED_LOGIT, MultiHeadSelfAttention
-from squadqa.model import QAConfig, QATransformer, span_losses
+from squadqa.model import QAConfig, QATransformer, span_objective
 
 assert keras.backend.backend() == "{backend}", keras.backend.backend()
 keras.utils.set_random_seed(0)
@@ -80,7 +80,7 @@ targets = {{"start_logits": np.array([0, 4, 5, 0], "int32"),
             "end_logits": np.array([0, 5, 7, 0], "int32")}}
 
 model = QATransformer(config)
-model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=span_losses())
+model.compile(optimizer=keras.optimizers.Adam(1e-2), **span_objective())
 history = model.fit(batch, targets, batch_size=4, epochs=10, verbose=0)
 losses = [float(x) for x in history.history["loss"]]
 result["losses"] = losses

@@ -152,3 +152,39 @@ def test_errors_are_shown(driver, server_url):
     driver.find_element(By.ID, "ask").click()
     WebDriverWait(driver, 30).until(lambda d: "422" in error.text)
     assert "context" in error.text and "limit" in error.text
+
+
+def test_no_answer_is_shown_with_the_best_spans(driver, predictor):
+    """A SQuAD 2.0 run whose threshold the question's null score exceeds: the page says so."""
+    import dataclasses
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from squadqa.serve.app import create_app, serve_in_thread
+
+    spans = dataclasses.replace(predictor.span_config, version_2=True, null_threshold=-1e9)
+    abstaining = dataclasses.replace(predictor, span_config=spans)
+    context = "The Eiffel Tower is in Paris. It opened for the 1889 World's Fair."
+    question = "Who wrote Hamlet?"
+    with serve_in_thread(create_app(abstaining)) as url:
+        expected = api_answer(url, context, question)
+        assert expected["no_answer"] and expected["text"] == "" and expected["alternatives"]
+        driver.get(url + "/")
+        driver.find_element(By.ID, "context").send_keys(context)
+        driver.find_element(By.ID, "question").send_keys(question)
+        driver.find_element(By.ID, "ask").click()
+        WebDriverWait(driver, 60).until(
+            lambda d: d.find_element(By.ID, "result").get_attribute("data-done")
+        )
+        assert driver.find_element(By.ID, "answer-text").text == "No answer in this context"
+        assert not driver.find_elements(By.CSS_SELECTOR, "#highlighted mark")
+        assert "null score" in driver.find_element(By.ID, "answer-meta").text
+        items = driver.find_elements(By.CSS_SELECTOR, "#alternatives li")
+        assert [li.find_element(By.CLASS_NAME, "alt-text").text for li in items] == [
+            alt["text"].strip() for alt in expected["alternatives"]
+        ]
+        items[0].click()  # the best span can still be looked at
+        mark = driver.find_element(By.CSS_SELECTOR, "#highlighted mark")
+        assert mark.get_attribute("textContent") == expected["alternatives"][0]["text"]
+        driver.save_screenshot(str(ARTIFACTS / "browser-no-answer.png"))

@@ -12,7 +12,7 @@ keras = pytest.importorskip("keras")
 from test_layers import np_block, np_layer_norm, randomize, to_np  # noqa: E402
 
 from squadqa.layers import MASKED_LOGIT  # noqa: E402
-from squadqa.model import QAConfig, QATransformer, span_losses  # noqa: E402
+from squadqa.model import QAConfig, QATransformer, span_objective  # noqa: E402
 
 TINY = dict(
     vocab_size=40,
@@ -265,7 +265,7 @@ def test_fit_reduces_loss() -> None:
         "start_logits": np.array([0, 5, 3, 6], "int32"),
         "end_logits": np.array([0, 6, 4, 7], "int32"),
     }
-    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=span_losses())
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), **span_objective())
     history = model.fit(batch, targets, batch_size=4, epochs=10, verbose=0)
     losses = history.history["loss"]
     assert np.isfinite(losses).all()

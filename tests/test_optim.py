@@ -6,8 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from squadqa.optim import FusedAdamW, make_adamw
-from squadqa.train import WarmupDecay
+from squadqa.optim import FusedAdamW, WarmupDecay, make_adamw
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.skipif(

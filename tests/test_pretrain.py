@@ -255,14 +255,15 @@ def test_fine_tuning_from_a_pretraining_run_keeps_every_encoder_tensor(
 ):
     import h5py
 
-    from squadqa.pretrain import ENCODER_FILE, load_encoder, pretrain
+    from squadqa.pretrain import load_encoder, pretrain
+    from squadqa.rundir import ENCODER
     from squadqa.train import train
 
     _, tok_path = sample_tokenizer
     pretrain(_tiny(tok_path, "name=pt", "train.epochs=1"), tmp_path)
     model, report = load_encoder(tmp_path / "pt")
     # Reference: the tensors as stored in the file, read with h5py, not through Keras.
-    with h5py.File(tmp_path / "pt" / ENCODER_FILE) as f:
+    with h5py.File(tmp_path / "pt" / ENCODER) as f:
         stored: list[np.ndarray] = []
         f.visititems(lambda n, v: stored.append(v[()]) if isinstance(v, h5py.Dataset) else None)
     ours = {v.path: np.asarray(v.numpy()) for v in model.weights}

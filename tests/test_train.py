@@ -136,7 +136,7 @@ def test_resume_without_a_run_is_an_error(tmp_path: Path):
 def test_learning_rate_schedule_hand_computed():
     from keras import ops
 
-    from squadqa.train import WarmupDecay
+    from squadqa.optim import WarmupDecay
 
     lr = WarmupDecay(1.0, total_steps=10, warmup_steps=2, kind="linear")
     values = [float(ops.convert_to_numpy(lr(step))) for step in range(11)]
@@ -149,7 +149,7 @@ def test_learning_rate_schedule_hand_computed():
 def test_span_loss_hand_computed():
     from keras import ops
 
-    from squadqa.train import span_loss
+    from squadqa.model import span_loss
 
     logits = np.array([[0.0, np.log(3.0), -1e9]], dtype="float32")  # p = [1/4, 3/4, 0]
     nll = float(ops.convert_to_numpy(span_loss(np.array([1]), logits))[0])

@@ -169,12 +169,19 @@ def _print_answer(answer: dict) -> None:
     if not answer["alternatives"]:
         print("A: (no answer: the context has no tokens)")
         return
-    print(f"A: {answer['text']}")
-    print(
-        f"   score {answer['score']:.3f}, probability {answer['probability']:.1%}, "
-        f"characters {answer['start']}-{answer['end']}"
-    )
-    print("   alternatives:")
+    if answer["no_answer"]:
+        print(
+            "A: (no answer in this context: null score "
+            f"{answer['null_score']:+.3f} over the best span)"
+        )
+        print("   best spans:")
+    else:
+        print(f"A: {answer['text']}")
+        print(
+            f"   score {answer['score']:.3f}, probability {answer['probability']:.1%}, "
+            f"characters {answer['start']}-{answer['end']}"
+        )
+        print("   alternatives:")
     for rank, alt in enumerate(answer["alternatives"], 1):
         print(
             f"   {rank:>3}. {alt['text']!r}  score {alt['score']:.3f}  "

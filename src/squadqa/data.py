@@ -12,12 +12,13 @@ import gzip
 import hashlib
 import json
 import os
-import tempfile
 import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
+
+from squadqa.rundir import write_atomic
 
 __all__ = [
     "OFFICIAL_FILES",
@@ -449,19 +450,6 @@ def gold_answers(examples: Iterable[Example]) -> dict[str, list[str]]:
     return {ex.id: [a.text for a in ex.answers] for ex in examples}
 
 
-def _atomic_write(path: Path, payload: bytes) -> None:
-    """Write via a temporary file and rename, so readers never see a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_squad(
     examples: Iterable[Example],
     path: str | os.PathLike[str],
@@ -503,7 +491,7 @@ def write_squad(
     payload = json.dumps(doc, ensure_ascii=False).encode("utf-8")
     if out.name.endswith(".gz"):
         payload = gzip.compress(payload, mtime=0)
-    _atomic_write(out, payload)
+    write_atomic(out, lambda tmp: tmp.write_bytes(payload))
     return out
 
 
@@ -600,13 +588,10 @@ def download_squad(
     if target.is_file() and _mismatch(spec, *_file_digest(target)) is None:
         return target
 
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{spec.filename}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
+    def fetch(tmp: Path) -> None:
         h = hashlib.sha256()
         size = 0
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(spec.url, timeout=timeout) as r:
+        with open(tmp, "wb") as out, urllib.request.urlopen(spec.url, timeout=timeout) as r:
             while chunk := r.read(1 << 20):
                 h.update(chunk)
                 out.write(chunk)
@@ -616,10 +601,8 @@ def download_squad(
             raise DownloadError(f"{spec.url}: downloaded file has {why}; deleted it")
         if spec.sha256 is None:
             load_squad(tmp)  # no checksum known: at least it must be a valid SQuAD file
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+
+    write_atomic(target, fetch)
     return target
 
 

@@ -23,6 +23,7 @@ __all__ = [
     "evaluate_files",
     "evaluate_v1",
     "evaluate_v2",
+    "evaluate_v2_at_best_threshold",
     "exact_match_score",
     "f1_score",
     "gold_from_dataset",
@@ -31,6 +32,7 @@ __all__ = [
     "load_predictions",
     "metric_max_over_ground_truths",
     "normalize_answer",
+    "question_scores",
 ]
 
 logger = logging.getLogger(__name__)
@@ -76,6 +78,22 @@ def metric_max_over_ground_truths(
     if not scores:
         raise ValueError("no ground-truth answers to score against")
     return max(scores)
+
+
+def question_scores(prediction: str, ground_truths: Sequence[str]) -> tuple[float, float]:
+    """Official EM and F1 (0/1 scale) of one question: the one per-question scorer.
+
+    An answerable question scores its best match among the annotators' answers (both official
+    scripts); an unanswerable one (no gold answers) scores 1 on both only for an answer that
+    normalises to "" (v2.0's rule). Evaluation, error analysis, tracking and checks all call this.
+    """
+    if not ground_truths:
+        correct = float(normalize_answer(prediction) == "")
+        return correct, correct
+    return (
+        metric_max_over_ground_truths(exact_match_score, prediction, ground_truths),
+        metric_max_over_ground_truths(f1_score, prediction, ground_truths),
+    )
 
 
 # --------------------------------------------------------------------------- gold / files
@@ -183,9 +201,9 @@ def evaluate_v1(gold: Mapping[str, Sequence[str]], predictions: Mapping[str, str
             raise ValueError(
                 f"question {qid!r} has no gold answers; SQuAD 2.0 data needs evaluate_v2"
             )
-        prediction = predictions[qid]
-        exact_match += metric_max_over_ground_truths(exact_match_score, prediction, ground_truths)
-        f1 += metric_max_over_ground_truths(f1_score, prediction, ground_truths)
+        em, f = question_scores(predictions[qid], ground_truths)
+        exact_match += em
+        f1 += f
     if missing:
         logger.warning("%d of %d questions have no prediction and score 0", missing, total)
     return {
@@ -198,29 +216,6 @@ def evaluate_v1(gold: Mapping[str, Sequence[str]], predictions: Mapping[str, str
 
 
 # --------------------------------------------------------------------------- v2.0
-
-
-def _v2_tokens(s: str) -> list[str]:
-    return normalize_answer(s).split() if s else []
-
-
-def _v2_exact(a_gold: str, a_pred: str) -> int:
-    return int(normalize_answer(a_gold) == normalize_answer(a_pred))
-
-
-def _v2_f1(a_gold: str, a_pred: str) -> float:
-    """v2.0 F1: when either side is empty (no answer), 1 if both are, else 0."""
-    gold_toks = _v2_tokens(a_gold)
-    pred_toks = _v2_tokens(a_pred)
-    if not gold_toks or not pred_toks:
-        return int(gold_toks == pred_toks)
-    common = collections.Counter(gold_toks) & collections.Counter(pred_toks)
-    num_same = sum(common.values())
-    if num_same == 0:
-        return 0
-    precision = 1.0 * num_same / len(pred_toks)
-    recall = 1.0 * num_same / len(gold_toks)
-    return (2 * precision * recall) / (precision + recall)
 
 
 def _find_best_thresh(
@@ -283,10 +278,9 @@ def evaluate_v2(
             exact_raw[qid] = 0
             f1_raw[qid] = 0
             continue
-        gold_answers = [a for a in answers if normalize_answer(a)] or [""]
-        prediction = predictions[qid]
-        exact_raw[qid] = max(_v2_exact(a, prediction) for a in gold_answers)
-        f1_raw[qid] = max(_v2_f1(a, prediction) for a in gold_answers)
+        # v2.0 drops gold answers that normalise to nothing; none left means unanswerable.
+        gold_answers = [a for a in answers if normalize_answer(a)]
+        exact_raw[qid], f1_raw[qid] = question_scores(predictions[qid], gold_answers)
     if missing:
         logger.warning("%d of %d questions have no prediction and score 0", missing, len(gold))
 
@@ -328,6 +322,28 @@ def evaluate_v2(
         result["best_f1"], result["best_f1_thresh"] = _find_best_thresh(
             predictions, f1_raw, na_probs, has_ans
         )
+    return result
+
+
+def evaluate_v2_at_best_threshold(
+    gold: Mapping[str, Sequence[str]],
+    best_spans: Mapping[str, str],
+    null_scores: Mapping[str, float],
+) -> dict:
+    """SQuAD 2.0 metrics at the null threshold that maximises F1, as a run will serve them.
+
+    `best_spans` are each question's best span whatever its null score, `null_scores` the null
+    score minus that span's. The official sweep (`best_f1_thresh`) picks the threshold; every
+    block (overall, HasAns, NoAns) is then scored at it, so `f1` is what `predict` and the
+    server reproduce with that threshold. The official `best_*` keys are kept beside them.
+    """
+    sweep = evaluate_v2(gold, best_spans, null_scores)
+    if not gold:
+        return sweep
+    threshold = sweep["best_f1_thresh"]
+    result = evaluate_v2(gold, best_spans, null_scores, na_prob_thresh=threshold)
+    for key in ("best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh"):
+        result[key] = sweep[key]
     return result
 
 

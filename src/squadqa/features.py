@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from squadqa.data import Example
+from squadqa.rundir import write_atomic
 from squadqa.settings import setting
 from squadqa.tokenization import QATokenizer
 
@@ -237,20 +237,21 @@ def cache_key(examples: Sequence[Example], tokenizer: QATokenizer, config: Featu
 
 
 def _save_cache(features: Features, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")  # runs featurising side by side don't clash
-    np.savez(
-        tmp,
-        lengths=features.lengths,
-        input_ids=np.concatenate(features.input_ids),
-        offsets=np.concatenate(features.offsets),
-        context_start=features.context_start,
-        example_index=features.example_index,
-        start_positions=features.start_positions,
-        end_positions=features.end_positions,
-        stats=np.array(json.dumps(asdict(features.stats))),
+    # Atomic: a crash never leaves a half-written cache behind, nor do two runs clash.
+    write_atomic(
+        path,
+        lambda tmp: np.savez(
+            tmp,
+            lengths=features.lengths,
+            input_ids=np.concatenate(features.input_ids),
+            offsets=np.concatenate(features.offsets),
+            context_start=features.context_start,
+            example_index=features.example_index,
+            start_positions=features.start_positions,
+            end_positions=features.end_positions,
+            stats=np.array(json.dumps(asdict(features.stats))),
+        ),
     )
-    tmp.replace(path)  # atomic: a crash never leaves a half-written cache behind
 
 
 def _load_cache(path: Path) -> Features:

@@ -8,6 +8,7 @@ span-selection function, so what is served is what was evaluated.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Any, TypedDict
 import numpy as np
 
 import squadqa  # noqa: F401  (sets the default Keras backend before keras is imported)
+from squadqa import rundir
 from squadqa.config import RunConfig, dump_config, load_config
 from squadqa.data import Example, load_squad
 from squadqa.features import (
@@ -27,11 +29,9 @@ from squadqa.features import (
     default_length_multiple,
     pad_batch,
 )
-from squadqa.postprocess import Candidate, Predictions, SpanConfig, extract_answers, write_json
-from squadqa.tokenization import TOKENIZER_FILE, QATokenizer, load_tokenizer
-
-MODEL_FILE = "model.keras"
-CONFIG_FILE = "config.toml"
+from squadqa.postprocess import Candidate, Predictions, SpanConfig, extract_answers
+from squadqa.rundir import CONFIG, MODEL, TOKENIZER, write_json
+from squadqa.tokenization import QATokenizer, load_tokenizer
 
 
 def padding_multiple(configured: int) -> int:
@@ -68,9 +68,15 @@ class Span(TypedDict):
 
 
 class AnswerDict(Span):
-    """The best span for one question, plus the top-k ranked candidates (the best first)."""
+    """The answer to one question, plus the top-k ranked candidate spans (the best first).
+
+    `no_answer` (SQuAD 2.0 runs, or a context without tokens): the span fields are then empty
+    (`text == ""`, score and probability 0) and `alternatives` still hold the best spans.
+    """
 
     question: str
+    no_answer: bool
+    null_score: float  # null (CLS) score minus the best span's; no answer above the threshold
     alternatives: list[Span]
 
 
@@ -115,29 +121,35 @@ class QAPredictor:
 
     @classmethod
     def from_run_dir(cls, path: str | Path, batch_size: int | None = None) -> QAPredictor:
-        """Load `config.toml`, `tokenizer.json` and `model.keras` (safe mode) of a run."""
+        """Load `config.toml`, `tokenizer.json` and `model.keras` (safe mode) of a run.
+
+        A SQuAD 2.0 run answers "no answer" with the null threshold it chose on dev
+        (`eval.json`), else with the configured `postprocess.null_threshold`.
+        """
         run_dir = Path(path)
         if not run_dir.is_dir():
             raise FileNotFoundError(f"run directory {run_dir} does not exist")
-        missing = [
-            n for n in (CONFIG_FILE, TOKENIZER_FILE, MODEL_FILE) if not (run_dir / n).is_file()
-        ]
+        missing = [n for n in (CONFIG, TOKENIZER, MODEL) if not (run_dir / n).is_file()]
         if missing:
             raise FileNotFoundError(
                 f"{run_dir} is not a finished run directory: it lacks {', '.join(missing)} "
-                f"(`squadqa train` writes {MODEL_FILE} when training ends)"
+                f"(`squadqa train` writes {MODEL} when training ends)"
             )
         import keras
 
         import squadqa.model  # noqa: F401  (registers QATransformer and its layers for loading)
 
-        config = load_config(run_dir / CONFIG_FILE)
-        model = keras.models.load_model(run_dir / MODEL_FILE, safe_mode=True)
+        config = load_config(run_dir / CONFIG)
+        model = keras.models.load_model(run_dir / MODEL, safe_mode=True)
+        span_config = config.postprocess
+        chosen = rundir.null_threshold(run_dir)
+        if span_config.version_2 and chosen is not None:
+            span_config = dataclasses.replace(span_config, null_threshold=chosen)
         return cls(
             model=model,
-            tokenizer=load_tokenizer(run_dir / TOKENIZER_FILE),
+            tokenizer=load_tokenizer(run_dir / TOKENIZER),
             feature_config=config.features,
-            span_config=config.postprocess,
+            span_config=span_config,
             length_multiple=padding_multiple(config.train.length_multiple),
             batch_size=batch_size or config.train.eval_batch_size,
             name=run_dir.resolve().name,
@@ -188,15 +200,18 @@ class QAPredictor:
         results: list[AnswerDict] = []
         for example in examples:
             ranked = predictions.nbest[example.id]
+            no_answer = predictions.is_no_answer(example.id, self.span_config)
             best = (
-                _span(ranked[0])
-                if ranked
-                else Span(text="", score=0.0, start=0, end=0, probability=0.0)
+                Span(text="", score=0.0, start=0, end=0, probability=0.0)
+                if no_answer
+                else _span(ranked[0])
             )
             results.append(
                 AnswerDict(
                     question=example.question,
                     **best,
+                    no_answer=no_answer,
+                    null_score=predictions.null_scores[example.id],
                     alternatives=[_span(c) for c in ranked[:top_k]],
                 )
             )
@@ -243,8 +258,6 @@ def export_run_dir(
     run_dir = Path(path)
     run_dir.mkdir(parents=True, exist_ok=True)
     tokenizer.save(run_dir)
-    (run_dir / CONFIG_FILE).write_text(dump_config(config or load_config(None)))
-    tmp = run_dir / f"tmp-{MODEL_FILE}"
-    model.save(tmp)
-    tmp.replace(run_dir / MODEL_FILE)
+    rundir.write_text(run_dir / CONFIG, dump_config(config or load_config(None)))
+    rundir.write_atomic(run_dir / MODEL, model.save)
     return run_dir

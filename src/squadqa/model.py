@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import keras
+from keras import ops
 
 from squadqa.layers import Embeddings, SpanHead, TransformerBlock
 from squadqa.layers.embeddings import POSITION_EMBEDDINGS
@@ -229,13 +230,41 @@ class QATransformer(keras.Model):
         return cls(qa_config, **config)
 
 
-def span_losses() -> dict[str, keras.losses.Loss]:
-    """Per-output losses for ``model.compile``: cross-entropy over positions for start and end.
+@keras.saving.register_keras_serializable(package="squadqa")
+def span_loss(y_true: Any, y_pred: Any, label_smoothing: float = 0.0) -> Any:
+    """Cross-entropy over positions; smoothing spreads mass over the allowed positions only."""
+    logits = ops.cast(y_pred, "float32")
+    labels = ops.cast(ops.reshape(y_true, (-1,)), "int32")
+    log_probs = ops.log_softmax(logits, axis=-1)
+    nll = -ops.sum(ops.one_hot(labels, ops.shape(logits)[-1]) * log_probs, axis=-1)
+    if label_smoothing == 0.0:
+        return nll
+    allowed = ops.cast(logits > -1e3, "float32")  # masked positions hold a huge negative logit
+    uniform = -ops.sum(log_probs * allowed, axis=-1) / ops.maximum(ops.sum(allowed, axis=-1), 1.0)
+    return (1.0 - label_smoothing) * nll + label_smoothing * uniform
 
-    Targets are ``{"start_logits": start_positions, "end_logits": end_positions}`` (int
-    ``[batch]``); the total is their sum (BERT uses their mean: same optimum, 2x gradient scale).
+
+@keras.saving.register_keras_serializable(package="squadqa")
+class SpanLoss(keras.losses.Loss):
+    def __init__(self, label_smoothing: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.label_smoothing = label_smoothing
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        return span_loss(y_true, y_pred, self.label_smoothing)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
+def span_objective(label_smoothing: float = 0.0) -> dict[str, Any]:
+    """`model.compile` keyword arguments of the one span loss: the mean of the start and end
+    cross-entropies (BERT's), targets `{"start_logits": [batch], "end_logits": [batch]}` (int).
+
+    Example:
+        model.compile(optimizer=keras.optimizers.AdamW(1e-3), **span_objective())
     """
     return {
-        "start_logits": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        "end_logits": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        "loss": {name: SpanLoss(label_smoothing) for name in ("start_logits", "end_logits")},
+        "loss_weights": {"start_logits": 0.5, "end_logits": 0.5},
     }

@@ -6,15 +6,16 @@ the server all call `extract_answers`, so what is evaluated is what is served.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from squadqa import rundir
 from squadqa.data import Example
 from squadqa.features import CLS_INDEX, Features
+from squadqa.rundir import write_json
 from squadqa.settings import setting
 
 
@@ -26,7 +27,9 @@ class SpanConfig:
     max_answer_length: int = setting(30, "longest answer, in tokens")
     version_2: bool = setting(False, "SQuAD 2.0: the answer may be empty (no answer)")
     null_threshold: float = setting(
-        0.0, 'SQuAD 2.0: answer "" when the null score beats the best span by more than this'
+        0.0,
+        'SQuAD 2.0: answer "" when the null score beats the best span by more than this '
+        "(a trained run serves the threshold it chose on dev, eval.json's best_f1_thresh)",
     )
 
 
@@ -58,26 +61,40 @@ class Predictions:
 
     answers: dict[str, str]
     nbest: dict[str, list[Candidate]]
-    null_scores: dict[str, float]  # min over windows of CLS start+end logit; minus best span
+    # min over windows of the CLS start+end logit, minus the best span's score (no span: minus 0)
+    null_scores: dict[str, float]
+
+    def best_spans(self) -> dict[str, str]:
+        """The best span of every question, whatever its null score (what a v2.0 threshold
+        sweep needs)."""
+        return {qid: ranked[0].text if ranked else "" for qid, ranked in self.nbest.items()}
+
+    def at_threshold(self, threshold: float) -> Predictions:
+        """These predictions with SQuAD 2.0's rule at another threshold: "" where the null score
+        beats the best span by more than `threshold`."""
+        answers = {
+            qid: "" if self.null_scores[qid] > threshold else span
+            for qid, span in self.best_spans().items()
+        }
+        return Predictions(answers, self.nbest, self.null_scores)
+
+    def is_no_answer(self, qid: str, config: SpanConfig) -> bool:
+        """Whether `qid` is answered "no answer": no span at all, or (SQuAD 2.0) the null score
+        above the threshold."""
+        return not self.nbest[qid] or (
+            config.version_2 and self.null_scores[qid] > config.null_threshold
+        )
 
     def save(self, directory: str | Path) -> None:
         """`predictions.json` (official format), `nbest_predictions.json`, `null_odds.json`."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        write_json(directory / "predictions.json", self.answers)
+        write_json(directory / rundir.PREDICTIONS, self.answers)
         write_json(
-            directory / "nbest_predictions.json",
+            directory / rundir.NBEST,
             {k: [c.to_dict() for c in v] for k, v in self.nbest.items()},
         )
-        write_json(directory / "null_odds.json", self.null_scores)
-
-
-def write_json(path: Path, obj: object) -> None:
-    """Atomic JSON write: a reader (or a resumed run) never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False), encoding="utf-8")
-    tmp.replace(path)
+        write_json(directory / rundir.NULL_ODDS, self.null_scores)
 
 
 def window_candidates(
@@ -169,11 +186,12 @@ def extract_answers(
         ranked = sorted(best.values(), key=lambda c: -c.score)[: config.n_best]
         ranked = _with_probabilities(ranked)
         nbest[example.id] = ranked
-        best_score = ranked[0].score if ranked else -np.inf
-        answer = ranked[0].text if ranked else ""
-        null_diff = float(null_score - best_score) if per_example[e] else 0.0
-        if config.version_2 and null_diff > config.null_threshold:
-            answer = ""
-        answers[example.id] = answer
-        null_scores[example.id] = null_diff
-    return Predictions(answers=answers, nbest=nbest, null_scores=null_scores)
+        # No window, or no valid span (a context without tokens): finite, so JSON stays valid;
+        # such a question is "no answer" whatever its null score (`is_no_answer`).
+        if not per_example[e]:
+            null_scores[example.id] = 0.0
+        else:
+            null_scores[example.id] = float(null_score - (ranked[0].score if ranked else 0.0))
+        answers[example.id] = ranked[0].text if ranked else ""
+    predictions = Predictions(answers=answers, nbest=nbest, null_scores=null_scores)
+    return predictions.at_threshold(config.null_threshold) if config.version_2 else predictions

@@ -15,7 +15,6 @@ comes from `objectives.batch_rng`, and dropout is reseeded at each step).
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import time
@@ -28,29 +27,24 @@ import numpy as np
 from keras import ops
 
 from squadqa import objectives as obj
+from squadqa import rundir
 from squadqa.config import RunConfig, load_config
 from squadqa.data import Example, load_squad
 from squadqa.inference import padding_multiple
 from squadqa.malloc import reuse_freed_memory
 from squadqa.model import QAConfig, QATransformer
-from squadqa.postprocess import write_json
+from squadqa.optim import WarmupDecay, make_optimizer
 from squadqa.pretrained import LoadReport
+from squadqa.rundir import RunRecord, now
 from squadqa.tokenization import QATokenizer, load_tokenizer
 from squadqa.train import (
     ProgressBar,
-    RunRecord,
-    WarmupDecay,
     build_tokenizer,
-    make_optimizer,
-    now,
     open_run_dir,
-    save_weights_atomic,
     seed_epoch,
     set_precision,
 )
 
-ENCODER_FILE = "encoder.weights.h5"
-STEPS_FILE = "steps.jsonl"
 # Predicted positions / questions per row are padded to a multiple of this (few shapes for jax).
 SLOT_MULTIPLE = 8
 
@@ -353,14 +347,14 @@ def load_encoder(run_dir: str | Path, **dropout: float) -> tuple[QATransformer, 
     the architecture is the run's own (only dropout rates may be changed).
     """
     run_dir = Path(run_dir)
-    weights = run_dir / ENCODER_FILE
+    weights = run_dir / rundir.ENCODER
     if not weights.is_file():
         raise FileNotFoundError(
-            f"--init run:{run_dir}: no {ENCODER_FILE} there (is it a `squadqa pretrain` run "
+            f"--init run:{run_dir}: no {rundir.ENCODER} there (is it a `squadqa pretrain` run "
             "that has written a checkpoint?)"
         )
-    config = load_config(run_dir / "config.toml")
-    tokenizer = load_tokenizer(run_dir / "tokenizer.json")
+    config = load_config(run_dir / rundir.CONFIG)
+    tokenizer = load_tokenizer(run_dir / rundir.TOKENIZER)
     unknown = sorted(k for k in dropout if "dropout" not in k)
     if unknown:
         raise ValueError(f"--init run: only dropout rates may be changed, not {unknown}")
@@ -372,7 +366,7 @@ def load_encoder(run_dir: str | Path, **dropout: float) -> tuple[QATransformer, 
     model.build()
     report = LoadReport(
         source=str(weights),
-        config_source=f"{run_dir / 'config.toml'} [model]",
+        config_source=f"{run_dir / rundir.CONFIG} [model]",
         label=f"run:{run_dir.name}",
         fresh_head_reason="pretraining trains no span head",
     )
@@ -420,7 +414,8 @@ class PretrainRun:
     ) -> None:
         self.config, self.run_dir, self.model, self.schedule = config, run_dir, model, schedule
         self.pretrain, self.seed = config.pretrain, config.train.seed
-        self.checkpoints = run_dir / "checkpoints"
+        self.checkpoints = run_dir / rundir.CHECKPOINTS
+        self.steps = RunRecord(run_dir, {}, log=rundir.STEPS)
         self.state: dict[str, Any] = {
             "epoch": 0,
             "step": 0,
@@ -428,7 +423,7 @@ class PretrainRun:
             "global_step": 0,
             "wall_time_s": 0.0,
         }
-        self.pending: list[str] = []  # step lines not yet on disk (written at checkpoints)
+        self.pending: list[dict] = []  # step lines not yet on disk (written at checkpoints)
         self.started = time.perf_counter()
 
     def log_step(self, epoch: int, step: int, loss: float) -> None:
@@ -436,9 +431,7 @@ class PretrainRun:
         self.state["global_step"] += 1
         # From the schedule, not the optimizer: on jax its variables are stale mid-epoch.
         lr = float(ops.convert_to_numpy(self.schedule(self.state["global_step"] - 1)))
-        self.pending.append(
-            json.dumps({"epoch": epoch + 1, "step": step, "loss": loss, "lr": lr}) + "\n"
-        )
+        self.pending.append({"epoch": epoch + 1, "step": step, "loss": loss, "lr": lr})
 
     def checkpoint(self, epoch: int, step: int) -> None:
         """Weights + optimizer, encoder, state and the step log, all consistent with each other."""
@@ -446,30 +439,20 @@ class PretrainRun:
         self.state.update(epoch=epoch, step=step)
         self.state["wall_time_s"] += now_s - self.started
         self.started = now_s
-        save_weights_atomic(self.model, self.checkpoints / "last.weights.h5")
-        save_weights_atomic(self.model.encoder, self.run_dir / ENCODER_FILE)
-        with open(self.run_dir / STEPS_FILE, "a", encoding="utf-8") as f:
-            f.writelines(self.pending)
+        rundir.save_weights(self.model, self.checkpoints / rundir.LAST_WEIGHTS)
+        rundir.save_weights(self.model.encoder, self.run_dir / rundir.ENCODER)
+        self.steps.append(*self.pending)
         self.pending = []
-        write_json(self.checkpoints / "state.json", self.state)
+        rundir.write_json(self.checkpoints / rundir.STATE, self.state)
 
     def restore(self) -> None:
-        state_file = self.checkpoints / "state.json"
+        state_file = self.checkpoints / rundir.STATE
         if not state_file.is_file():
             return
-        self.state = json.loads(state_file.read_text())
-        self.model.load_weights(self.checkpoints / "last.weights.h5")
+        self.state = rundir.read_json(state_file)
+        self.model.load_weights(self.checkpoints / rundir.LAST_WEIGHTS)
         # Steps run after that checkpoint are redone: drop their lines.
-        path = self.run_dir / STEPS_FILE
-        if path.is_file():
-            kept = [
-                line
-                for line in path.read_text().splitlines(keepends=True)
-                if line.strip() and _done(json.loads(line), self.state)
-            ]
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text("".join(kept))
-            tmp.replace(path)
+        self.steps.keep(lambda line: _done(line, self.state))
         epoch, step = self.state["epoch"] + 1, self.state["step"]
         print(f"resumed {self.run_dir} at epoch {epoch}, step {step}")
 
@@ -504,7 +487,7 @@ def pretrain(
     keras.utils.set_random_seed(t.seed)
     set_precision(t.mixed_precision)
     examples = train_examples(config)
-    tokenizer_file = run_dir / "tokenizer.json"
+    tokenizer_file = run_dir / rundir.TOKENIZER
     if resume and tokenizer_file.is_file():
         tokenizer = load_tokenizer(tokenizer_file)
     else:
@@ -525,8 +508,8 @@ def pretrain(
     if resume:
         run.restore()
     record = RunRecord(run_dir, {})
-    record.keep_epochs(run.state["epoch"])
-    previous = json.loads((run_dir / "status.json").read_text()) if resume else {}
+    record.keep(lambda line: line["epoch"] <= run.state["epoch"])
+    previous = record.previous_status() if resume else {}
     record.status = {
         "status": "running",
         "kind": "pretrain",
@@ -583,7 +566,7 @@ def pretrain(
                 "steps": steps,
             }
             # Metrics first: a kill between the two redoes the epoch's tail and drops the line.
-            record.append_metrics(line)
+            record.append(line)
             run.checkpoint(epoch + 1, 0)
             record.write_status(epochs_run=epoch + 1, wall_time_s=line["wall_time_s"])
             print(

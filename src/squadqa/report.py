@@ -20,14 +20,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from squadqa import rundir
 from squadqa.data import Example, load_squad, sample_path
-from squadqa.evaluation import (
-    exact_match_score,
-    f1_score,
-    load_predictions,
-    metric_max_over_ground_truths,
-    normalize_answer,
-)
+from squadqa.evaluation import load_predictions, question_scores
 from squadqa.runs import (
     RunRow,
     format_runs,
@@ -114,18 +109,6 @@ def context_length_bucket(example: Example) -> str:
     return _bucket(len(example.context.split()), CONTEXT_LENGTH_BUCKETS)
 
 
-def _scores(example: Example, prediction: str) -> tuple[float, float]:
-    """Official per-question EM and F1 (0/1 scale); v2.0 rule for unanswerable questions."""
-    if not example.answers:
-        correct = float(normalize_answer(prediction) == "")
-        return correct, correct
-    golds = [a.text for a in example.answers]
-    return (
-        metric_max_over_ground_truths(exact_match_score, prediction, golds),
-        metric_max_over_ground_truths(f1_score, prediction, golds),
-    )
-
-
 def _table(
     labels: Sequence[str], groups: Mapping[str, list[tuple[float, float]]]
 ) -> list[dict[str, Any]]:
@@ -157,16 +140,18 @@ def error_analysis(
     by_type: dict[str, list[tuple[float, float]]] = {}
     by_answer: dict[str, list[tuple[float, float]]] = {}
     by_context: dict[str, list[tuple[float, float]]] = {}
+    by_answerability: dict[str, list[tuple[float, float]]] = {}
     scored = []
     missing = 0
     for ex in examples:
         if ex.id not in predictions:
             missing += 1
         prediction = predictions.get(ex.id, "")
-        em, f1 = _scores(ex, prediction)
+        em, f1 = question_scores(prediction, [a.text for a in ex.answers])
         by_type.setdefault(question_type(ex.question), []).append((em, f1))
         by_answer.setdefault(answer_length_bucket(ex), []).append((em, f1))
         by_context.setdefault(context_length_bucket(ex), []).append((em, f1))
+        by_answerability.setdefault("NoAns" if ex.is_impossible else "HasAns", []).append((em, f1))
         scored.append((f1, em, ex, prediction))
     answer_labels = [b[0] for b in ANSWER_LENGTH_BUCKETS]
     if _NO_ANSWER in by_answer:
@@ -183,6 +168,10 @@ def error_analysis(
         "by_question_type": _table(QUESTION_TYPES, by_type),
         "by_answer_length": _table(answer_labels, by_answer),
         "by_context_length": _table([b[0] for b in CONTEXT_LENGTH_BUCKETS], by_context),
+        # SQuAD 2.0's two slices; only when the dev data has unanswerable questions.
+        "by_answerability": (
+            _table(["HasAns", "NoAns"], by_answerability) if "NoAns" in by_answerability else []
+        ),
         "worst": [
             {
                 "id": ex.id,
@@ -212,7 +201,7 @@ class _Run:
 
 
 def _load_run(path: Path) -> _Run:
-    return _Run(read_run(path), read_metrics(path / "metrics.jsonl")[0])
+    return _Run(read_run(path), read_metrics(path / rundir.METRICS)[0])
 
 
 def _dev_path(run: RunRow) -> tuple[Path | None, str]:
@@ -240,7 +229,7 @@ def _dev_path(run: RunRow) -> tuple[Path | None, str]:
 
 def _analyse_run(run: RunRow) -> tuple[dict[str, Any] | None, str]:
     """Error analysis of a run's dev predictions, or None and the reason it cannot be done."""
-    pred_path = run.path / "predictions.json"
+    pred_path = run.path / rundir.PREDICTIONS
     if not pred_path.is_file():
         return None, "no predictions.json (the run has not finished an evaluated epoch)"
     try:
@@ -265,7 +254,7 @@ def _analyse_run(run: RunRow) -> tuple[dict[str, Any] | None, str]:
 
 def _read_eval(run: RunRow) -> dict[str, Any] | None:
     try:
-        data = json.loads((run.path / "eval.json").read_text(encoding="utf-8"))
+        data = json.loads((run.path / rundir.EVAL).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
@@ -585,8 +574,10 @@ def _config_differences(runs: Sequence[_Run]) -> list[tuple[str, list[str]]]:
 
 
 def _metrics_table(run: _Run) -> list[str]:
+    v2 = any("dev_NoAns_f1" in r for r in run.metrics)  # SQuAD 2.0 runs: the two slices too
     rows = []
     for r in run.metrics:
+        slices = [_num(r.get("dev_HasAns_f1")), _num(r.get("dev_NoAns_f1"))] if v2 else []
         rows.append(
             [
                 str(r["epoch"]),
@@ -594,13 +585,24 @@ def _metrics_table(run: _Run) -> list[str]:
                 _num(r.get("dev_loss"), 4),
                 _num(r.get("dev_exact_match")),
                 _num(r.get("dev_f1")),
+                *slices,
                 f"{r['lr']:.3g}" if isinstance(r.get("lr"), int | float) else "-",
                 humanize_duration(r.get("wall_time_s")),
                 humanize_count(r.get("tokens_per_s")),
             ]
         )
-    header = ("epoch", "train loss", "dev loss", "dev EM", "dev F1", "lr", "wall time", "tokens/s")
-    return _md_table(header, rows, set(range(8)))
+    header = (
+        "epoch",
+        "train loss",
+        "dev loss",
+        "dev EM",
+        "dev F1",
+        *(("HasAns F1", "NoAns F1") if v2 else ()),
+        "lr",
+        "wall time",
+        "tokens/s",
+    )
+    return _md_table(header, rows, set(range(len(header))))
 
 
 def _bucket_table(title: str, column: str, rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -645,6 +647,12 @@ def _error_section(run: _Run, analysis: dict[str, Any] | None, why: str) -> list
         "By gold answer length", "words (first answer)", analysis["by_answer_length"]
     )
     lines += _bucket_table("By context length", "words", analysis["by_context_length"])
+    if analysis["by_answerability"]:
+        lines += _bucket_table(
+            "SQuAD 2.0: answerable (HasAns) and unanswerable (NoAns) questions",
+            "slice",
+            analysis["by_answerability"],
+        )
     lines += [f"### The {len(analysis['worst'])} worst-scored questions", ""]
     lines.append("Lowest F1 first, then lowest EM, then id.")
     lines.append("")

@@ -24,6 +24,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from squadqa import rundir
+
 __all__ = [
     "SORT_KEYS",
     "STATUSES",
@@ -43,7 +45,7 @@ __all__ = [
 # cannot be checked from here) and "broken" (files that cannot be read).
 STATUSES = ("running", "finished", "stopped_early", "crashed", "running?", "broken")
 _WRITTEN_STATUSES = frozenset({"running", "finished", "stopped_early", "crashed"})
-_RUN_FILES = ("config.toml", "status.json")
+_RUN_FILES = (rundir.CONFIG, rundir.STATUS)
 
 
 @dataclass
@@ -114,7 +116,7 @@ def read_run(path: str | os.PathLike[str]) -> RunRow:
     notes: list[str] = []  # informational
 
     config: dict[str, Any] = {}
-    config_path = path / "config.toml"
+    config_path = path / rundir.CONFIG
     if config_path.is_file():
         try:
             config = tomllib.loads(config_path.read_text(encoding="utf-8"))
@@ -122,7 +124,7 @@ def read_run(path: str | os.PathLike[str]) -> RunRow:
             problems.append(f"config.toml: {_first_line(err)}")
 
     status: dict[str, Any] = {}
-    status_path = path / "status.json"
+    status_path = path / rundir.STATUS
     if not status_path.is_file():
         problems.append("status.json missing")
     else:
@@ -138,7 +140,7 @@ def read_run(path: str | os.PathLike[str]) -> RunRow:
             else:
                 problems.append(f"status.json: a {type(loaded).__name__}, not an object")
 
-    metrics, metric_problems = read_metrics(path / "metrics.jsonl")
+    metrics, metric_problems = read_metrics(path / rundir.METRICS)
 
     written = status.get("status")
     if status and written not in _WRITTEN_STATUSES:
@@ -194,7 +196,7 @@ def read_run(path: str | os.PathLike[str]) -> RunRow:
     # A half-written last line is what an interrupted run leaves; anything else is damage.
     if metric_problems:
         interrupted = shown in ("crashed", "running", "running?") and len(metric_problems) == 1
-        if interrupted and _is_last_line_problem(path / "metrics.jsonl"):
+        if interrupted and _is_last_line_problem(path / rundir.METRICS):
             notes.append(metric_problems[0] + ", the write was interrupted")
         else:
             shown = "broken"

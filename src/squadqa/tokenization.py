@@ -13,8 +13,9 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
+from squadqa.rundir import TOKENIZER, write_atomic
+
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-TOKENIZER_FILE = "tokenizer.json"
 
 
 @dataclass
@@ -60,9 +61,8 @@ class QATokenizer:
         return self.tokenizer.to_str()
 
     def save(self, directory: str | Path) -> Path:
-        path = Path(directory) / TOKENIZER_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.tokenizer.save(str(path))
+        path = Path(directory) / TOKENIZER
+        write_atomic(path, lambda tmp: self.tokenizer.save(str(tmp)))
         return path
 
 
@@ -106,10 +106,10 @@ def load_tokenizer(path: str | Path) -> QATokenizer:
     """Load from a `tokenizer.json`, a `vocab.txt`, or a directory holding either."""
     path = Path(path)
     if path.is_dir():
-        for name in (TOKENIZER_FILE, "vocab.txt"):
+        for name in (TOKENIZER, "vocab.txt"):
             if (path / name).is_file():
                 return load_tokenizer(path / name)
-        raise FileNotFoundError(f"no {TOKENIZER_FILE} or vocab.txt in {path}")
+        raise FileNotFoundError(f"no {TOKENIZER} or vocab.txt in {path}")
     if path.suffix == ".txt":
         return from_vocab(path)
     if not path.is_file():

@@ -86,13 +86,13 @@ class WandbTracker(Tracker):
     def log_epoch(
         self, metrics: dict[str, Any], examples: Sequence[Example], predictions: Predictions
     ) -> None:
-        from squadqa.evaluation import f1_score, metric_max_over_ground_truths
+        from squadqa.evaluation import question_scores
 
         rows = []
         for example in examples[: self.log_examples]:
             gold = [a.text for a in example.answers]
             predicted = predictions.answers.get(example.id, "")
-            f1 = metric_max_over_ground_truths(f1_score, predicted, gold) if gold else 0.0
+            f1 = question_scores(predicted, gold)[1]
             rows.append([example.id, example.question, " | ".join(gold), predicted, 100 * f1])
         table = self.wandb.Table(columns=["id", "question", "gold", "prediction", "f1"], data=rows)
         self.run.log(

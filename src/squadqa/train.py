@@ -5,22 +5,17 @@ post-processing and the official evaluation. After each epoch the run directory 
 checkpoint (weights, optimizer state and dropout RNG state), a `metrics.jsonl` line and an updated
 `status.json`, so `--resume` after a crash continues to the same result as an uninterrupted run.
 
-Run directory (`runs/<name>/`): `config.toml`, `tokenizer.json`, `status.json`, `metrics.jsonl`,
-`eval.json`, `predictions.json`, `nbest_predictions.json`, `checkpoints/{last,best}.weights.h5`,
-`checkpoints/state.json`, `model.keras` (best weights, self-contained).
+The run directory's files and how they are written: `squadqa.rundir`.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import socket
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +23,10 @@ import keras
 import numpy as np
 from keras import ops
 
-from squadqa.config import RunConfig, TrainConfig, dump_config, load_config
+from squadqa import rundir
+from squadqa.config import RunConfig, dump_config, load_config
 from squadqa.data import Example, default_cache_dir, gold_answers, load_squad
-from squadqa.evaluation import evaluate_v1
+from squadqa.evaluation import evaluate_v1, evaluate_v2_at_best_threshold
 from squadqa.features import (
     Features,
     batch_order,
@@ -38,14 +34,17 @@ from squadqa.features import (
     pad_batch,
 )
 from squadqa.inference import padding_multiple, predict_logits
+from squadqa.layers import MASKED_LOGIT
 from squadqa.malloc import reuse_freed_memory
-from squadqa.model import QAConfig, QATransformer
-from squadqa.optim import make_adamw
-from squadqa.postprocess import Predictions, extract_answers, write_json
+from squadqa.model import QAConfig, QATransformer, span_loss, span_objective
+from squadqa.optim import make_optimizer
+from squadqa.postprocess import Predictions, extract_answers
+from squadqa.rundir import RunRecord, now, write_json
 from squadqa.tokenization import QATokenizer, load_tokenizer, train_wordpiece, training_texts
 from squadqa.tracking import Tracker, make_tracker
 
-NO_DECAY = ("bias", "layer_norm", "layernorm", "gamma", "beta")
+# SQuAD 2.0 metrics that go into metrics.jsonl beside EM / F1 (as dev_<key>).
+V2_KEYS = ("HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1", "null_threshold")
 
 
 def feature_cache_dir() -> Path:
@@ -96,79 +95,6 @@ def set_precision(mixed: bool) -> None:
         print(warning, file=sys.stderr)
 
 
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-# --------------------------------------------------------------------------- loss and schedule
-
-
-@keras.saving.register_keras_serializable(package="squadqa")
-def span_loss(y_true: Any, y_pred: Any, label_smoothing: float = 0.0) -> Any:
-    """Cross-entropy over positions; smoothing spreads mass over the allowed positions only."""
-    logits = ops.cast(y_pred, "float32")
-    labels = ops.cast(ops.reshape(y_true, (-1,)), "int32")
-    log_probs = ops.log_softmax(logits, axis=-1)
-    nll = -ops.sum(ops.one_hot(labels, ops.shape(logits)[-1]) * log_probs, axis=-1)
-    if label_smoothing == 0.0:
-        return nll
-    allowed = ops.cast(logits > -1e3, "float32")  # masked positions hold a huge negative logit
-    uniform = -ops.sum(log_probs * allowed, axis=-1) / ops.maximum(ops.sum(allowed, axis=-1), 1.0)
-    return (1.0 - label_smoothing) * nll + label_smoothing * uniform
-
-
-@keras.saving.register_keras_serializable(package="squadqa")
-class SpanLoss(keras.losses.Loss):
-    def __init__(self, label_smoothing: float = 0.0, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.label_smoothing = label_smoothing
-
-    def call(self, y_true: Any, y_pred: Any) -> Any:
-        return span_loss(y_true, y_pred, self.label_smoothing)
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "label_smoothing": self.label_smoothing}
-
-
-@keras.saving.register_keras_serializable(package="squadqa")
-class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warmup to `peak`, then linear / cosine / polynomial (power 2) decay to 0."""
-
-    def __init__(self, peak: float, total_steps: int, warmup_steps: int, kind: str = "linear"):
-        if kind not in ("linear", "cosine", "polynomial", "constant"):
-            raise ValueError(f"train.schedule={kind!r}: use linear, cosine, polynomial or constant")
-        self.peak, self.total_steps, self.warmup_steps, self.kind = (
-            peak,
-            max(total_steps, 1),
-            warmup_steps,
-            kind,
-        )
-
-    def __call__(self, step: Any) -> Any:
-        step = ops.cast(step, "float32")
-        warm = self.peak * (step + 1.0) / max(self.warmup_steps, 1)
-        progress = ops.clip(
-            (step - self.warmup_steps) / max(self.total_steps - self.warmup_steps, 1), 0.0, 1.0
-        )
-        if self.kind == "linear":
-            decayed = self.peak * (1.0 - progress)
-        elif self.kind == "cosine":
-            decayed = self.peak * 0.5 * (1.0 + ops.cos(math.pi * progress))
-        elif self.kind == "polynomial":
-            decayed = self.peak * (1.0 - progress) ** 2
-        else:
-            decayed = self.peak + 0.0 * progress
-        return ops.where(step < self.warmup_steps, warm, decayed)
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "peak": self.peak,
-            "total_steps": self.total_steps,
-            "warmup_steps": self.warmup_steps,
-            "kind": self.kind,
-        }
-
-
 # --------------------------------------------------------------------------- data feeding
 
 
@@ -201,15 +127,17 @@ class TrainBatches(keras.utils.PyDataset):
 
 
 def mean_span_loss(features: Features, starts: Sequence[np.ndarray], ends: Sequence[np.ndarray]):
-    """Dev loss in numpy: mean over features of (start CE + end CE) / 2."""
+    """Dev loss: the training loss (no smoothing) averaged over features, logits unpadded."""
+    if not len(features):
+        return 0.0
+    width = max(len(s) for s in starts)
     total = 0.0
-    for s, e, ls, le in zip(
-        starts, ends, features.start_positions, features.end_positions, strict=True
-    ):
-        for logits, label in ((s, ls), (e, le)):
-            z = logits.astype(np.float64)
-            total += 0.5 * (np.log(np.exp(z - z.max()).sum()) + z.max() - z[label])
-    return total / max(len(features), 1)
+    for logits, labels in ((starts, features.start_positions), (ends, features.end_positions)):
+        padded = np.full((len(logits), width), MASKED_LOGIT, np.float32)
+        for row, z in enumerate(logits):
+            padded[row, : len(z)] = z
+        total += 0.5 * float(ops.convert_to_numpy(ops.sum(span_loss(labels, padded))))
+    return total / len(features)
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -236,7 +164,7 @@ def _pretrained_path(init: str) -> str | None:
 def build_tokenizer(config: RunConfig, train_examples: Sequence[Example]) -> QATokenizer:
     kind = config.tokenizer.kind
     if config.train.init.startswith("run:"):  # the pretraining run's own vocabulary
-        return load_tokenizer(Path(config.train.init[len("run:") :]) / "tokenizer.json")
+        return load_tokenizer(Path(config.train.init[len("run:") :]) / rundir.TOKENIZER)
     if config.train.init.startswith("pretrained") or kind == "pretrained":
         from squadqa.pretrained import checkpoint_dir
 
@@ -283,7 +211,14 @@ def prepare(config: RunConfig, run_dir: Path, resume: bool) -> Prepared:
         data_cfg.dev, max_samples=data_cfg.max_dev_samples or None, strict=data_cfg.strict
     )
     print(f"train: {train.stats.summary()}\ndev:   {dev.stats.summary()}")
-    tokenizer_file = run_dir / "tokenizer.json"
+    unanswerable = sum(e.is_impossible for e in dev.examples)
+    if unanswerable and not config.postprocess.version_2:
+        raise ValueError(
+            f"{data_cfg.dev}: {unanswerable} of {len(dev.examples)} dev questions are "
+            "unanswerable (SQuAD 2.0): --set postprocess.version_2=true (see "
+            "configs/squad2-*.toml)"
+        )
+    tokenizer_file = run_dir / rundir.TOKENIZER
     if resume and tokenizer_file.is_file():
         tokenizer = load_tokenizer(tokenizer_file)
     else:
@@ -302,38 +237,11 @@ def prepare(config: RunConfig, run_dir: Path, resume: bool) -> Prepared:
     )
 
 
-def make_optimizer(
-    t: TrainConfig, total_updates: int
-) -> tuple[keras.optimizers.Optimizer, WarmupDecay]:
-    """AdamW with the configured warmup/decay schedule over `total_updates` (no decay on norms)."""
-    schedule = WarmupDecay(
-        t.learning_rate, total_updates, int(t.warmup_ratio * total_updates), t.schedule
-    )
-    optimizer = make_adamw(
-        learning_rate=schedule,
-        weight_decay=t.weight_decay,
-        beta_1=0.9,
-        beta_2=0.999,
-        epsilon=1e-6,
-        global_clipnorm=t.clip_norm or None,
-        gradient_accumulation_steps=t.grad_accum if t.grad_accum > 1 else None,
-    )
-    optimizer.exclude_from_weight_decay(var_names=list(NO_DECAY))
-    return optimizer, schedule
-
-
 def compile_model(model: QATransformer, config: RunConfig, steps_per_epoch: int) -> None:
     t = config.train
     updates_per_epoch = max(steps_per_epoch // max(t.grad_accum, 1), 1)
     optimizer, _ = make_optimizer(t, updates_per_epoch * t.epochs)
-    model.compile(
-        optimizer=optimizer,
-        loss={
-            "start_logits": SpanLoss(t.label_smoothing),
-            "end_logits": SpanLoss(t.label_smoothing),
-        },
-        loss_weights={"start_logits": 0.5, "end_logits": 0.5},
-    )
+    model.compile(optimizer=optimizer, **span_objective(t.label_smoothing))
     optimizer.build(model.trainable_variables)
 
 
@@ -355,40 +263,24 @@ def seed_epoch(model: keras.Model, seed: int, epoch: int) -> None:
 # --------------------------------------------------------------------------- the run
 
 
-class RunRecord:
-    """status.json and metrics.jsonl of one run directory."""
+def dev_metrics(prep: Prepared, predictions: Predictions) -> tuple[dict, Predictions]:
+    """Official dev metrics (`exact_match`, `f1`, ...) and the predictions they score.
 
-    def __init__(self, run_dir: Path, fields: dict[str, Any]):
-        self.run_dir = run_dir
-        self.status: dict[str, Any] = fields
-
-    def write_status(self, **changes: Any) -> None:
-        self.status.update(changes, updated=now())
-        write_json(self.run_dir / "status.json", self.status)
-
-    def metrics(self) -> list[dict]:
-        path = self.run_dir / "metrics.jsonl"
-        if not path.is_file():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-    def keep_epochs(self, epochs: int) -> None:
-        """Drop metric lines past the checkpoint we resume from (work that will be redone)."""
-        kept = [m for m in self.metrics() if m["epoch"] <= epochs]
-        text = "".join(json.dumps(m) + "\n" for m in kept)
-        tmp = self.run_dir / "metrics.jsonl.tmp"
-        tmp.write_text(text)
-        tmp.replace(self.run_dir / "metrics.jsonl")
-
-    def append_metrics(self, line: dict) -> None:
-        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(line) + "\n")
-
-
-def save_weights_atomic(model: keras.Model, path: Path) -> None:
-    tmp = path.with_name("tmp-" + path.name)
-    model.save_weights(tmp)
-    tmp.replace(path)
+    SQuAD 2.0 (`postprocess.version_2`): the v2.0 metric at the null threshold that maximises dev
+    F1 (`null_threshold`, saved in eval.json and served), with its HasAns / NoAns blocks.
+    """
+    gold = gold_answers(prep.dev_examples)
+    if not prep.config.postprocess.version_2:
+        return evaluate_v1(gold, predictions.answers), predictions
+    v2 = evaluate_v2_at_best_threshold(gold, predictions.best_spans(), predictions.null_scores)
+    metrics = {
+        "exact_match": v2["exact"],
+        "f1": v2["f1"],
+        "total": v2["total"],
+        "null_threshold": v2.get("best_f1_thresh", 0.0),
+        **{k: v for k, v in v2.items() if k.startswith(("HasAns_", "NoAns_", "best_"))},
+    }
+    return metrics, predictions.at_threshold(metrics["null_threshold"])
 
 
 def evaluate_dev(prep: Prepared, model: keras.Model) -> tuple[dict, Predictions, float]:
@@ -404,7 +296,7 @@ def evaluate_dev(prep: Prepared, model: keras.Model) -> tuple[dict, Predictions,
     predictions = extract_answers(
         prep.dev_examples, prep.dev_features, starts, ends, prep.config.postprocess
     )
-    metrics = evaluate_v1(gold_answers(prep.dev_examples), predictions.answers)
+    metrics, predictions = dev_metrics(prep, predictions)
     return metrics, predictions, mean_span_loss(prep.dev_features, starts, ends)
 
 
@@ -454,18 +346,18 @@ def open_run_dir(config: RunConfig, runs_dir: str | Path, resume: bool) -> tuple
     """The run directory, made ready: a fresh one, or (--resume) the saved config of an old one."""
     run_dir = Path(runs_dir) / config.name
     if resume:
-        saved = run_dir / "config.toml"
+        saved = run_dir / rundir.CONFIG
         if not saved.is_file():
             raise FileNotFoundError(f"--resume: no run to resume at {run_dir}")
         config = load_config(saved)
-    elif (run_dir / "status.json").exists():
+    elif (run_dir / rundir.STATUS).exists():
         raise FileExistsError(
             f"{run_dir} already holds a run: pass --resume to continue it, or pick another "
             f"name with --set name=..."
         )
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "checkpoints").mkdir(exist_ok=True)
-    (run_dir / "config.toml").write_text(dump_config(config))
+    (run_dir / rundir.CHECKPOINTS).mkdir(exist_ok=True)
+    rundir.write_text(run_dir / rundir.CONFIG, dump_config(config))
     return config, run_dir
 
 
@@ -501,18 +393,14 @@ def train(
         "wait": 0,
         "wall_time_s": 0.0,
     }
-    state_file = run_dir / "checkpoints" / "state.json"
+    state_file = run_dir / rundir.CHECKPOINTS / rundir.STATE
     record = RunRecord(run_dir, {})
     if resume and state_file.is_file():
-        state = json.loads(state_file.read_text())
-        model.load_weights(run_dir / "checkpoints" / "last.weights.h5")
+        state = rundir.read_json(state_file)
+        model.load_weights(run_dir / rundir.CHECKPOINTS / rundir.LAST_WEIGHTS)
         print(f"resumed {run_dir} after epoch {state['epoch']}")
-    record.keep_epochs(state["epoch"])
-    previous = (
-        json.loads((run_dir / "status.json").read_text())
-        if resume and (run_dir / "status.json").is_file()
-        else {}
-    )
+    record.keep(lambda line: line["epoch"] <= state["epoch"])
+    previous = record.previous_status() if resume else {}
     record.status = {
         "status": "running",
         "started": previous.get("started", now()),
@@ -561,7 +449,7 @@ def _epochs(
 ) -> str:
     t = prep.config.train
     run_dir = record.run_dir
-    checkpoints = run_dir / "checkpoints"
+    checkpoints = run_dir / rundir.CHECKPOINTS
     for epoch in range(state["epoch"], t.epochs):
         started = time.perf_counter()
         batches.set_epoch(epoch)
@@ -590,6 +478,7 @@ def _epochs(
             "dev_loss": float(dev_loss),
             "dev_exact_match": metrics["exact_match"],
             "dev_f1": metrics["f1"],
+            **{f"dev_{k}": v for k, v in metrics.items() if k.startswith(V2_KEYS)},
             "lr": lr,
             "wall_time_s": round(state["wall_time_s"], 2),
             "tokens_per_s": train_tokens / max(train_seconds, 1e-9),
@@ -600,15 +489,15 @@ def _epochs(
             state.update(
                 best_f1=metrics["f1"], best_em=metrics["exact_match"], best_epoch=epoch + 1, wait=0
             )
-            save_weights_atomic(model, checkpoints / "best.weights.h5")
+            rundir.save_weights(model, checkpoints / rundir.BEST_WEIGHTS)
             predictions.save(run_dir)
-            write_json(run_dir / "eval.json", {**metrics, "epoch": epoch + 1})
+            write_json(run_dir / rundir.EVAL, {**metrics, "epoch": epoch + 1})
         else:
             state["wait"] += 1
         state["epoch"] = epoch + 1
-        save_weights_atomic(model, checkpoints / "last.weights.h5")
+        rundir.save_weights(model, checkpoints / rundir.LAST_WEIGHTS)
         write_json(state_file, state)
-        record.append_metrics(line)
+        record.append(line)
         record.write_status(
             epochs_run=epoch + 1,
             best_epoch=state["best_epoch"],
@@ -634,10 +523,8 @@ def _epochs(
 
 def _export_best(model: QATransformer, checkpoints: Path) -> None:
     """model.keras: the best epoch's weights as a self-contained Keras model for serving."""
-    model.load_weights(checkpoints / "best.weights.h5")
+    model.load_weights(checkpoints / rundir.BEST_WEIGHTS)
     export = QATransformer.from_config(model.get_config())  # uncompiled: no optimizer state
     export.build()
     export.set_weights(model.get_weights())
-    tmp = checkpoints.parent / "tmp-model.keras"
-    export.save(tmp)
-    tmp.replace(checkpoints.parent / "model.keras")
+    rundir.write_atomic(checkpoints.parent / rundir.MODEL, export.save)

@@ -254,7 +254,19 @@ class Span(BaseModel):
 
 class AnswerOut(Span):
     question: str
-    alternatives: list[Span] = Field(description="top_k candidates by score, the answer first")
+    no_answer: bool = Field(
+        description="the model finds no answer in the context (SQuAD 2.0 runs: null score above "
+        'the threshold chosen on dev); text is then "", score and probability 0, and '
+        "alternatives still list the best spans"
+    )
+    null_score: float = Field(
+        description="null ([CLS]) score minus the best span's score: the higher, the surer "
+        "the model is that the context holds no answer"
+    )
+    alternatives: list[Span] = Field(
+        description="top_k candidate spans by score, the best first (the answer itself unless "
+        "no_answer)"
+    )
 
 
 class AnswerResponse(BaseModel):

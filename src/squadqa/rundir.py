@@ -1,0 +1,144 @@
+"""The run directory: the name of every file in it, the one atomic writer, the run record.
+
+`squadqa train` and `squadqa pretrain` write, `squadqa runs` / `report` / `predict` / `serve`
+read, all through the names below::
+
+    runs/<name>/
+      config.toml              the resolved config (what reproduces the run)
+      tokenizer.json           the run's tokenizer
+      status.json              status, pid, sizes, best epoch (RunRecord)
+      metrics.jsonl            one line per epoch (RunRecord)
+      eval.json                the best epoch's dev metrics (SQuAD 2.0: with best_f1_thresh)
+      predictions.json         the best epoch's dev answers (official format)
+      nbest_predictions.json   ... their n-best lists
+      null_odds.json           ... their null scores (null minus best span)
+      model.keras              the best weights, self-contained, for serving
+      steps.jsonl              pretrain only: one line per logged step
+      encoder.weights.h5       pretrain only: the encoder `train --init run:DIR` loads
+      checkpoints/{last,best}.weights.h5, checkpoints/state.json    what --resume reads
+
+Every write goes through `write_atomic` (a temporary file renamed into place), so a reader, a
+crash or a resumed run never meets half a file.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+CONFIG = "config.toml"
+TOKENIZER = "tokenizer.json"
+STATUS = "status.json"
+METRICS = "metrics.jsonl"
+EVAL = "eval.json"
+PREDICTIONS = "predictions.json"
+NBEST = "nbest_predictions.json"
+NULL_ODDS = "null_odds.json"
+MODEL = "model.keras"
+STEPS = "steps.jsonl"
+ENCODER = "encoder.weights.h5"
+CHECKPOINTS = "checkpoints"
+LAST_WEIGHTS = "last.weights.h5"
+BEST_WEIGHTS = "best.weights.h5"
+STATE = "state.json"
+
+_writes = itertools.count()
+
+
+def now() -> str:
+    """UTC timestamp, to the second, as status files hold it."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def write_atomic(path: Path, write: Callable[[Path], Any]) -> None:
+    """`write(tmp)` to a sibling temporary file, then rename it to `path` (atomic on POSIX).
+
+    The temporary name is unique to the process and call (two runs filling one feature cache
+    never clash), lies in the same folder (so the rename is atomic) and keeps `path`'s suffix
+    (`.tmp-812-3-last.weights.h5`: Keras and numpy pick the format from it). A failed write
+    leaves nothing behind.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{os.getpid()}-{next(_writes)}-{path.name}")
+    try:
+        write(tmp)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_json(path: Path, obj: object) -> None:
+    write_text(path, json.dumps(obj, indent=2, ensure_ascii=False))
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Every line of a JSON-lines file; [] when there is none yet."""
+    if not Path(path).is_file():
+        return []
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def append_jsonl(path: Path, *lines: dict) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.writelines(json.dumps(line) + "\n" for line in lines)
+
+
+def save_weights(model: Any, path: Path) -> None:
+    """A Keras model's weights, atomically."""
+    write_atomic(path, model.save_weights)
+
+
+def null_threshold(run_dir: Path) -> float | None:
+    """The null-score threshold chosen on dev (SQuAD 2.0 runs; `eval.json`'s best_f1_thresh)."""
+    path = Path(run_dir) / EVAL
+    if not path.is_file():
+        return None
+    value = read_json(path).get("best_f1_thresh")
+    return float(value) if value is not None else None
+
+
+class RunRecord:
+    """status.json and a JSON-lines log (metrics.jsonl, steps.jsonl) of one run directory.
+
+    `squadqa.runs.read_run` is the reader of what this writes.
+    """
+
+    def __init__(self, run_dir: Path, fields: dict[str, Any], log: str = METRICS):
+        self.run_dir = Path(run_dir)
+        self.status: dict[str, Any] = fields
+        self.log_path = self.run_dir / log
+
+    def write_status(self, **changes: Any) -> None:
+        self.status.update(changes, updated=now())
+        write_json(self.run_dir / STATUS, self.status)
+
+    def previous_status(self) -> dict[str, Any]:
+        """The status a resumed run finds on disk ({} for a new run)."""
+        path = self.run_dir / STATUS
+        return read_json(path) if path.is_file() else {}
+
+    def lines(self) -> list[dict]:
+        return read_jsonl(self.log_path)
+
+    def keep(self, keep: Callable[[dict], bool]) -> None:
+        """Drop log lines past the checkpoint we resume from (work that will be redone)."""
+        kept = [line for line in self.lines() if keep(line)]
+        write_text(self.log_path, "".join(json.dumps(line) + "\n" for line in kept))
+
+    def append(self, *lines: dict) -> None:
+        append_jsonl(self.log_path, *lines)
