@@ -297,3 +297,35 @@ def test_real_server_refuses_a_big_chunked_body(predictor):
         assert response.status == 200
         check_answer(CONTEXT, json.loads(response.read())["answers"][0], top_k=3)
         conn.close()
+
+
+# --------------------------------------------------------------------------- bad requests of #14
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ('{"context": "a \\ud800 b", "question": "x?"}', "context"),
+        ('{"context": "Paris.", "question": "where \\udfff?"}', "question"),
+        ('{"context": "Paris.", "questions": ["ok?", "bad \\ud83d"]}', "questions"),
+    ],
+)
+def test_lone_surrogate_is_422_naming_the_field(client, body, field):
+    response = client.post(
+        "/v1/answer", content=body.encode(), headers={"content-type": "application/json"}
+    )
+    assert_error(response, 422, field, "surrogate")
+
+
+def test_deeply_nested_json_is_a_json_400_on_the_real_server(predictor):
+    from squadqa.serve.app import create_app, serve_in_thread
+
+    body = b"[" * 100_000 + b"]" * 100_000  # 200 kB: under the default body limit
+    with serve_in_thread(create_app(predictor)) as url:
+        host, port = url.removeprefix("http://").split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=60)
+        conn.request("POST", "/v1/answer", body=body, headers={"content-type": "application/json"})
+        response = conn.getresponse()
+        payload = json.loads(response.read())
+    assert response.status == 400, payload
+    assert payload["error"] == "bad_request" and "JSON" in payload["message"]

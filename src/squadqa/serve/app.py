@@ -18,6 +18,7 @@ the Keras model with its own lock.
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import threading
 import time
@@ -197,9 +198,20 @@ class BodyLimitMiddleware:
 # --------------------------------------------------------------------------- schemas
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _non_blank(value: str) -> str:
+    """A usable text: not blank, and valid Unicode (JSON's `"\\ud800"` escapes can smuggle a lone
+    UTF-16 surrogate into a Python str, which no tokenizer accepts)."""
     if not value.strip():
         raise ValueError("must not be empty or whitespace-only")
+    bad = _SURROGATE.search(value)
+    if bad:
+        raise ValueError(
+            f"holds a lone UTF-16 surrogate (\\u{ord(bad.group()):04x}) at character "
+            f"{bad.start()}: not valid Unicode text"
+        )
     return value
 
 
@@ -239,8 +251,10 @@ class AnswerRequest(BaseModel):
         if not values:
             raise ValueError("must hold at least one question")
         for i, value in enumerate(values):
-            if not value.strip():
-                raise ValueError(f"question {i} must not be empty or whitespace-only")
+            try:
+                _non_blank(value)
+            except ValueError as err:
+                raise ValueError(f"question {i} {err}") from None
         return values
 
 
@@ -361,7 +375,11 @@ def create_app(predictor: Predictor, limits: Limits | None = None) -> FastAPI:
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         # 404, 405, and FastAPI's 400 for a body it cannot parse at all: same JSON shape.
         code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
-        response = _error(exc.status_code, code.get(exc.status_code, "error"), str(exc.detail))
+        detail = str(exc.detail)
+        if exc.status_code == 400 and detail == "There was an error parsing the body":
+            # What json.loads gives up on, e.g. arrays nested 100,000 deep (RecursionError).
+            detail = "body: cannot be parsed as JSON (nested too deeply, or not JSON at all)"
+        response = _error(exc.status_code, code.get(exc.status_code, "error"), detail)
         response.headers.update(exc.headers or {})
         return response
 
