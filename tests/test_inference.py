@@ -238,3 +238,21 @@ def test_serving_does_not_import_training():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_a_torch_serving_process_imports_neither_jax_nor_tensorflow(tiny_run):
+    """What `squadqa serve` imports: the backend it runs, not JAX or TensorFlow (both installed)."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, squadqa; squadqa.import_backend_only(); "
+        "from squadqa.inference import QAPredictor; import squadqa.serve.app; "
+        f"p = QAPredictor.from_run_dir({str(tiny_run)!r}); p.warmup(); "
+        "loaded = [m for m in ('jax', 'tensorflow') if sys.modules.get(m) is not None]; "
+        "assert not loaded, loaded; assert 'torch' in sys.modules"
+    )
+    env = {**os.environ, "KERAS_BACKEND": "torch"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]

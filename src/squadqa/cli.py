@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-import squadqa  # noqa: F401  (sets the default Keras backend before anything imports keras)
+import squadqa  # sets the default Keras backend before anything imports keras
 
 
 def _cmd_data_stats(args: argparse.Namespace) -> int:
@@ -190,6 +190,7 @@ def _print_answer(answer: dict) -> None:
 
 
 def _cmd_answer(args: argparse.Namespace) -> int:
+    squadqa.import_backend_only()
     from squadqa.inference import QAPredictor
 
     if args.context_file:
@@ -230,6 +231,7 @@ def _cmd_answer(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     import time
 
+    squadqa.import_backend_only()
     from squadqa.inference import QAPredictor
 
     predictor = QAPredictor.from_run_dir(args.model)
@@ -245,6 +247,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    squadqa.import_backend_only()
     from squadqa.inference import QAPredictor
     from squadqa.serve.app import run
 
