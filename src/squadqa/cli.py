@@ -158,6 +158,13 @@ def _cmd_runs(args: argparse.Namespace) -> int:
     return runs_command(args.runs_dir, args.sort, args.format)
 
 
+def _cmd_curve(args: argparse.Namespace) -> int:
+    from squadqa.curve import curve_command
+
+    sizes = [int(n) for n in args.articles.split(",") if n.strip()]
+    return curve_command(args.config, sizes, args.runs_dir, args.set or [])
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from squadqa.report import report_command
 
@@ -352,6 +359,19 @@ def build_parser() -> argparse.ArgumentParser:
     ru.add_argument("--sort", default="f1")
     ru.add_argument("--format", choices=["md", "csv"], default="md")
     ru.set_defaults(func=_cmd_runs)
+
+    cu = sub.add_parser(
+        "curve", help="dev F1 / EM vs train size: one run per (config, first N articles)"
+    )
+    cu.add_argument(
+        "--config", action="append", required=True, help="a config per model family (repeatable)"
+    )
+    cu.add_argument(
+        "--articles", required=True, help="comma-separated train sizes in articles, e.g. 4,11,44"
+    )
+    cu.add_argument("--set", action="append", metavar="KEY=VALUE", help="override for every run")
+    cu.add_argument("--runs-dir", default="runs/curve")
+    cu.set_defaults(func=_cmd_curve)
 
     rp = sub.add_parser("report", help="report.md + plots + error analysis of runs")
     rp.add_argument("run_dirs", nargs="+")

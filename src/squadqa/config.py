@@ -29,6 +29,9 @@ class DataConfig:
     train: str = setting("sample", "train split: a SQuAD JSON path (plain or .gz), or 'sample'")
     dev: str = setting("sample", "dev split, evaluated every epoch (never trained on)")
     max_train_samples: int = setting(0, "keep the first N train questions; 0 = all")
+    max_train_articles: int = setting(
+        0, "keep the first N train articles; 0 = all (nested subsets for `squadqa curve`)"
+    )
     max_dev_samples: int = setting(0, "keep the first N dev questions; 0 = all")
     strict: bool = setting(False, "a misplaced answer_start is an error instead of a repair")
 

@@ -373,13 +373,15 @@ def load_squad(
     path: str | os.PathLike[str],
     *,
     max_samples: int | None = None,
+    max_articles: int | None = None,
     strict: bool = False,
     skip_invalid: bool = False,
 ) -> SquadData:
     """Read and validate an official SQuAD v1.1 / v2.0 JSON file (plain or gzipped).
 
     `path` may be `"sample"` for the bundled sample. `max_samples` keeps the first N valid
-    questions in file order (the rest of the file is not validated). A misplaced
+    questions in file order (the rest of the file is not validated); `max_articles` the first N
+    articles, so that growing N gives nested subsets (each one a superset of the last). A misplaced
     `answer_start` whose text occurs in the context is moved to the nearest occurrence and
     listed in `repairs`; `strict=True` raises instead. With `skip_invalid=True` a question
     with any problem is dropped and listed in `problems`; without it the first problem raises
@@ -387,6 +389,8 @@ def load_squad(
     """
     if max_samples is not None and max_samples < 0:
         raise ValueError(f"max_samples must be >= 0, got {max_samples}")
+    if max_articles is not None and max_articles < 0:
+        raise ValueError(f"max_articles must be >= 0, got {max_articles}")
     p = sample_path() if str(path) == "sample" else Path(path)
     source = str(path) if str(path) != "sample" else str(p)
     doc = _read_json(p, source)
@@ -404,6 +408,8 @@ def load_squad(
     saw_impossible = False
     for i, article in enumerate(data):
         if max_samples is not None and len(col.examples) >= max_samples:
+            break
+        if max_articles is not None and i >= max_articles:
             break
         if not isinstance(article, dict):
             raise col.fail(f"data[{i}]", "", f"is a {type(article).__name__}, not an object")
@@ -616,6 +622,7 @@ def examples_from_hf_rows(
     *,
     version: Literal["1.1", "2.0"] | None = None,
     max_samples: int | None = None,
+    max_articles: int | None = None,
     strict: bool = False,
     skip_invalid: bool = False,
 ) -> SquadData:
@@ -627,6 +634,8 @@ def examples_from_hf_rows(
     """
     if max_samples is not None and max_samples < 0:
         raise ValueError(f"max_samples must be >= 0, got {max_samples}")
+    if max_articles is not None and max_articles < 0:
+        raise ValueError(f"max_articles must be >= 0, got {max_articles}")
     v = (version or ("2.0" if "v2" in source.lower() else "1.1")).lstrip("vV")
     col = _Collector(source, strict, skip_invalid)
     for n, row in enumerate(rows):
@@ -680,6 +689,7 @@ def load_hf_squad(
     split: str = "validation",
     *,
     max_samples: int | None = None,
+    max_articles: int | None = None,
     strict: bool = False,
     skip_invalid: bool = False,
 ) -> SquadData:

@@ -466,6 +466,7 @@ def train_examples(config: RunConfig) -> list[Example]:
     data = load_squad(
         config.data.train,
         max_samples=config.data.max_train_samples or None,
+        max_articles=config.data.max_train_articles or None,
         strict=config.data.strict,
     )
     print(f"pretraining text: contexts of {data.stats.summary()}")

@@ -205,12 +205,17 @@ def build_model(config: RunConfig, vocab_size: int) -> tuple[QATransformer, str]
 def prepare(config: RunConfig, run_dir: Path, resume: bool) -> Prepared:
     data_cfg = config.data
     train = load_squad(
-        data_cfg.train, max_samples=data_cfg.max_train_samples or None, strict=data_cfg.strict
+        data_cfg.train,
+        max_samples=data_cfg.max_train_samples or None,
+        max_articles=data_cfg.max_train_articles or None,
+        strict=data_cfg.strict,
     )
     dev = load_squad(
         data_cfg.dev, max_samples=data_cfg.max_dev_samples or None, strict=data_cfg.strict
     )
-    print(f"train: {train.stats.summary()}\ndev:   {dev.stats.summary()}")
+    n_articles = data_cfg.max_train_articles
+    cut = f" (first {n_articles} articles: data.max_train_articles)" if n_articles else ""
+    print(f"train: {train.stats.summary()}{cut}\ndev:   {dev.stats.summary()}")
     unanswerable = sum(e.is_impossible for e in dev.examples)
     if unanswerable and not config.postprocess.version_2:
         raise ValueError(
