@@ -69,6 +69,12 @@ class TrainConfig:
     grad_accum: int = setting(1, "batches accumulated per optimizer update")
     seed: int = setting(0, "seed of initialisation, batch order and dropout")
     early_stopping_patience: int = setting(0, "epochs without dev F1 gain before stopping; 0 = off")
+    distribution: str = setting(
+        "none",
+        "none | data_parallel: the global batch split across train.devices (JAX only: "
+        "keras.distribution.DataParallel; docs/distributed.md)",
+    )
+    devices: int = setting(0, "data_parallel: how many local devices to use; 0 = all")
     length_multiple: int = setting(
         0,
         "pad batches to a multiple of this many tokens; 0 = by backend (8 on torch, 64 on jax / "

@@ -42,13 +42,23 @@ def padding_multiple(configured: int) -> int:
 
 
 def predict_logits(
-    model: Any, features: Features, pad_id: int, batch_size: int, multiple: int = 32
+    model: Any,
+    features: Features,
+    pad_id: int,
+    batch_size: int,
+    multiple: int = 32,
+    replicas: int = 1,
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Start/end logits of every feature (unpadded), batched by length."""
+    """Start/end logits of every feature (unpadded), batched by length.
+
+    `replicas` > 1 (data parallel): a batch whose size is not a multiple of it is filled up with
+    copies of its first row, whose outputs are dropped (inference only: nothing changes).
+    """
     starts: list[np.ndarray] = [None] * len(features)  # type: ignore[list-item]
     ends: list[np.ndarray] = [None] * len(features)  # type: ignore[list-item]
     for indices in batch_order(features.lengths, batch_size, shuffle=False):
-        outputs = model.predict_on_batch(pad_batch(features, indices, pad_id, multiple))
+        filled = np.concatenate([indices, np.repeat(indices[:1], -len(indices) % replicas)])
+        outputs = model.predict_on_batch(pad_batch(features, filled, pad_id, multiple))
         s = np.asarray(outputs["start_logits"], dtype=np.float32)
         e = np.asarray(outputs["end_logits"], dtype=np.float32)
         for row, i in enumerate(indices):

@@ -24,7 +24,7 @@ import numpy as np
 from keras import ops
 
 from squadqa import rundir
-from squadqa.config import RunConfig, dump_config, load_config
+from squadqa.config import RunConfig, TrainConfig, dump_config, load_config
 from squadqa.data import Example, default_cache_dir, gold_answers, load_squad
 from squadqa.evaluation import evaluate_v1, evaluate_v2_at_best_threshold
 from squadqa.features import (
@@ -87,6 +87,36 @@ def slow_bf16_warning() -> str | None:
     )
 
 
+def set_distribution(t: TrainConfig) -> int:
+    """The process-global Keras distribution for this run; returns the number of replicas.
+
+    `train.distribution = "data_parallel"`: `keras.distribution.DataParallel` over the first
+    `train.devices` local devices (all when 0), which Keras 3 implements on JAX only. Set either
+    way, so a data-parallel run never leaks into a later run of the same process.
+    """
+    if t.distribution not in ("none", "data_parallel"):
+        raise ValueError(f"train.distribution={t.distribution!r}: use none or data_parallel")
+    if t.distribution == "none":
+        if keras.backend.backend() == "jax":
+            keras.distribution.set_distribution(None)
+        return 1
+    backend = keras.backend.backend()
+    if backend != "jax":
+        raise ValueError(
+            f"train.distribution = 'data_parallel' runs on JAX only (KERAS_BACKEND=jax); "
+            f"{backend}: Keras 3.15 has no data-parallel model.fit there (see docs/distributed.md)"
+        )
+    available = keras.distribution.list_devices()
+    n = t.devices or len(available)
+    if not 1 <= n <= len(available):
+        raise ValueError(f"train.devices={t.devices}: this process sees {len(available)} devices")
+    if t.batch_size % n:
+        raise ValueError(f"train.batch_size={t.batch_size} must be a multiple of the {n} devices")
+    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=available[:n]))
+    print(f"data parallel over {n} devices: {', '.join(map(str, available[:n]))}")
+    return n
+
+
 def set_precision(mixed: bool) -> None:
     """The process-global dtype policy; set either way so it never leaks into a later run."""
     keras.mixed_precision.set_dtype_policy("mixed_bfloat16" if mixed else "float32")
@@ -101,15 +131,28 @@ def set_precision(mixed: bool) -> None:
 class TrainBatches(keras.utils.PyDataset):
     """Length-bucketed, shuffled training batches; the order depends only on (seed, epoch)."""
 
-    def __init__(self, features: Features, pad_id: int, batch_size: int, seed: int, multiple: int):
+    def __init__(
+        self,
+        features: Features,
+        pad_id: int,
+        batch_size: int,
+        seed: int,
+        multiple: int,
+        replicas: int = 1,
+    ):
         super().__init__()
         self.features, self.pad_id, self.batch_size = features, pad_id, batch_size
-        self.seed, self.multiple = seed, multiple
+        self.seed, self.multiple, self.replicas = seed, multiple, replicas
         self.lengths = features.lengths
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
-        self.order = batch_order(self.lengths, self.batch_size, True, self.seed * 1000 + epoch)
+        order = batch_order(self.lengths, self.batch_size, True, self.seed * 1000 + epoch)
+        # Data parallel: each batch must split evenly over the replicas; the one short batch of
+        # an epoch loses its remainder (counted, and printed once per run).
+        self.order = [b[: len(b) - len(b) % self.replicas] for b in order]
+        self.order = [b for b in self.order if len(b)]
+        self.dropped_per_epoch = len(self.lengths) - sum(len(b) for b in self.order)
         # Real (non-padding) tokens after each batch of this epoch, for tokens/s.
         self.cumulative_tokens = np.cumsum([int(self.lengths[b].sum()) for b in self.order])
 
@@ -155,6 +198,7 @@ class Prepared:
     dev_features: Features
     model: QATransformer
     init: str
+    replicas: int = 1  # data-parallel replicas (train.distribution)
 
 
 def _pretrained_path(init: str) -> str | None:
@@ -297,6 +341,7 @@ def evaluate_dev(prep: Prepared, model: keras.Model) -> tuple[dict, Predictions,
         prep.tokenizer.pad_id,
         t.eval_batch_size,
         padding_multiple(t.length_multiple),
+        prep.replicas,
     )
     predictions = extract_answers(
         prep.dev_examples, prep.dev_features, starts, ends, prep.config.postprocess
@@ -379,7 +424,9 @@ def train(
     malloc_tuned = reuse_freed_memory()
     keras.utils.set_random_seed(t.seed)
     set_precision(t.mixed_precision)
+    replicas = set_distribution(t)
     prep = prepare(config, run_dir, resume)
+    prep.replicas = replicas
     model = prep.model
     batches = TrainBatches(
         prep.train_features,
@@ -387,7 +434,13 @@ def train(
         t.batch_size,
         t.seed,
         padding_multiple(t.length_multiple),
+        replicas,
     )
+    if batches.dropped_per_epoch:
+        print(
+            f"data parallel: {batches.dropped_per_epoch} of {len(prep.train_features)} train "
+            f"features left out of every epoch (its short batch, cut to a multiple of {replicas})"
+        )
     compile_model(model, config, len(batches))
 
     state = {
@@ -414,6 +467,7 @@ def train(
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "backend": keras.backend.backend(),
+        "replicas": replicas,
         "malloc_tuned": malloc_tuned,
         "init": prep.init,
         "parameters": int(model.count_params()),
