@@ -15,7 +15,6 @@ import numpy as np
 from squadqa import rundir
 from squadqa.data import Example
 from squadqa.features import CLS_INDEX, Features
-from squadqa.rundir import write_json
 from squadqa.settings import setting
 
 
@@ -89,12 +88,12 @@ class Predictions:
         """`predictions.json` (official format), `nbest_predictions.json`, `null_odds.json`."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        write_json(directory / rundir.PREDICTIONS, self.answers)
-        write_json(
+        rundir.write_json(directory / rundir.PREDICTIONS, self.answers)
+        rundir.write_json(
             directory / rundir.NBEST,
             {k: [c.to_dict() for c in v] for k, v in self.nbest.items()},
         )
-        write_json(directory / rundir.NULL_ODDS, self.null_scores)
+        rundir.write_json(directory / rundir.NULL_ODDS, self.null_scores)
 
 
 def window_candidates(
