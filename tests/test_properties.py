@@ -27,6 +27,7 @@ SETTINGS = settings(
     max_examples=60,
     deadline=None,
     derandomize=True,
+    database=None,  # nothing remembered between runs: every run tests the same examples
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 # Small windows, so a few dozen words already make several overlapping windows.
