@@ -20,14 +20,20 @@ What is measured:
    One untimed warm-up round, then repetitions interleaved A/B, B/A, ... so load from other
    processes hits both alike. The ratio column is HF's time over squadqa's (> 1: squadqa faster).
    Before timing, the script checks that both give the same logits for the same tokens.
+   Unless `--skip-onnx`: the same run exported by `squadqa export --quantize int8` and timed
+   through `QAPredictor.from_run_dir(runtime="onnx" / "onnx-int8")` (ONNX Runtime with its
+   default threads, one per core). The same table again for a long context (bundled paragraphs
+   joined until it makes `--long-windows` windows), unless `--long-windows 0`.
 2. **Server throughput**: `squadqa serve` on the same run directory, started as a separate process
    on 127.0.0.1 (so the load generator does not share its interpreter), driven by an `httpx`
    async client that keeps `c` requests in flight, for each `c` in `--concurrency`; `--requests`
-   requests per level after a few warm-up ones. Reports requests/s, p50 / p95 latency and the
-   error count, which must be 0 (the script exits 1 otherwise).
+   requests per level after a few warm-up ones, for each server of `--servers` (runtime, with or
+   without `--batch-requests`). Reports requests/s, p50 / p95 / p99 latency and the error count,
+   which must be 0 (the script exits 1 otherwise).
 
 Run from the repository root: `PYTHONPATH=src python benchmarks/latency.py [--repeats 50]
-[--requests 200] [--concurrency 1,8,16] [--threads N] [--skip-hf] [--skip-server]`.
+[--requests 200] [--concurrency 1,8,16] [--servers keras,keras+batch,onnx-int8+batch]
+[--threads N] [--skip-hf] [--skip-onnx] [--skip-server] [--long-windows 5]`.
 """
 
 from __future__ import annotations
@@ -71,7 +77,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-hf", action="store_true", help="time squadqa only")
     parser.add_argument("--skip-server", action="store_true", help="no throughput test")
     parser.add_argument("--port", type=int, default=0, help="server port (0: a free one)")
+    parser.add_argument("--skip-onnx", action="store_true", help="no ONNX Runtime rows")
+    parser.add_argument(
+        "--long-windows", type=int, default=5, help="windows of the long context (0: none)"
+    )
+    parser.add_argument(
+        "--servers",
+        default="keras,keras+batch",
+        help="comma-separated RUNTIME[+batch] servers to load (runtime: keras, onnx, onnx-int8)",
+    )
     args = parser.parse_args(argv)
+    args.server_list = [s.strip() for s in args.servers.split(",") if s.strip()]
     if args.repeats < 1 or args.requests < 1:
         parser.error("--repeats and --requests must be at least 1")
     args.levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
@@ -278,20 +294,35 @@ def time_latency(runners: dict[str, Callable[[], Any]], repeats: int) -> dict[st
 
 
 def latency_table(times: dict[str, list[float]], labels: dict[str, str]) -> str:
-    base = statistics.median(times["squadqa"])
+    """p50 / p95 / mean per implementation; with HF timed, each p50 over HF's (< 1: faster)."""
+    reference = statistics.median(times["hf"]) if "hf" in times else None
     lines = [
-        "| implementation | p50 ms | p95 ms | mean ms | HF / squadqa (p50) |",
+        "| implementation | p50 ms | p95 ms | mean ms | p50 / HF p50 |",
         "|---|---:|---:|---:|---:|",
     ]
     for name, values in times.items():
         p50 = statistics.median(values)
+        ratio = "" if reference is None else f"{p50 / reference:.2f}"
         lines.append(
             f"| {labels[name]} | {1000 * p50:.1f} | {1000 * percentile(values, 95):.1f} | "
-            f"{1000 * statistics.fmean(values):.1f} | "
-            + ("1.00" if name == "squadqa" else f"{p50 / base:.2f}")
-            + " |"
+            f"{1000 * statistics.fmean(values):.1f} | {ratio} |"
         )
     return "\n".join(lines)
+
+
+def long_context(predictor: Any, windows: int) -> tuple[str, str]:
+    """Bundled paragraphs joined until the context makes `windows` windows; its first question."""
+    from squadqa.data import Example, load_squad, sample_path
+
+    examples = load_squad(sample_path()).examples
+    paragraphs = list(dict.fromkeys(e.context for e in examples))
+    question = examples[0].question
+    context = ""
+    for paragraph in paragraphs:
+        context = f"{context}\n\n{paragraph}".strip()
+        if len(predictor.features([Example("x", "", context, question, ())])) >= windows:
+            return context, question
+    raise SystemExit(f"the bundled sample is too short for {windows} windows")
 
 
 # --------------------------------------------------------------------------- throughput
@@ -304,13 +335,16 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def server_process(run_dir: Path, port: int, threads: int | None):
-    """`squadqa serve` in its own process; waits for /healthz, stops it afterwards."""
+def server_process(run_dir: Path, port: int, threads: int | None, server: str = "keras"):
+    """`squadqa serve` (`server`: RUNTIME[+batch]) in its own process; waits for /healthz."""
     import httpx
 
     env = worker_env(threads)
+    runtime, _, batch = server.partition("+")
     command = [sys.executable, "-m", "squadqa.cli", "serve", "--model", str(run_dir),
-               "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+               "--host", "127.0.0.1", "--port", str(port), "--runtime", runtime]  # fmt: skip
+    if batch:
+        command.append("--batch-requests")
     with tempfile.TemporaryFile() as log:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"
@@ -371,26 +405,26 @@ async def load(url: str, body: dict, concurrency: int, requests: int) -> dict[st
 
 
 def throughput(run_dir: Path, args: argparse.Namespace, context: str, question: str) -> int:
-    port = args.port or free_port()
     rows = [
-        "| concurrency | requests | requests/s | p50 ms | p95 ms | errors |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "| server | concurrency | requests | requests/s | p50 ms | p95 ms | p99 ms | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     failed = 0
-    with server_process(run_dir, port, args.threads) as url:
-        body = {"context": context, "question": question}
-        for concurrency in args.levels:
-            asyncio.run(load(url, body, concurrency, min(concurrency, 4)))  # warm-up
-            result = asyncio.run(load(url, body, concurrency, args.requests))
-            lat = result["latencies"]
-            failed += len(result["errors"])
-            rows.append(
-                f"| {concurrency} | {len(lat)} | {len(lat) / result['wall']:.2f} | "
-                f"{1000 * statistics.median(lat):.0f} | {1000 * percentile(lat, 95):.0f} | "
-                f"{len(result['errors'])} |"
-            )
-            for error in result["errors"][:3]:
-                print(f"  error at concurrency {concurrency}: {error}")
+    for server in args.server_list:
+        with server_process(run_dir, args.port or free_port(), args.threads, server) as url:
+            body = {"context": context, "question": question}
+            for concurrency in args.levels:
+                asyncio.run(load(url, body, concurrency, min(concurrency, 4)))  # warm-up
+                result = asyncio.run(load(url, body, concurrency, args.requests))
+                lat = result["latencies"]
+                failed += len(result["errors"])
+                rows.append(
+                    f"| {server} | {concurrency} | {len(lat)} | {len(lat) / result['wall']:.2f} | "
+                    f"{1000 * statistics.median(lat):.0f} | {1000 * percentile(lat, 95):.0f} | "
+                    f"{1000 * percentile(lat, 99):.0f} | {len(result['errors'])} |"
+                )
+                for error in result["errors"][:3]:
+                    print(f"  error at {server}, concurrency {concurrency}: {error}")
     print("\nserver throughput (`squadqa serve`, separate process, httpx async load generator):")
     print("\n".join(rows))
     return failed
@@ -416,16 +450,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"context: {len(context.split())} words, {tokens} tokens, {windows} window(s); "
             f"question: {question!r}"
         )
-        runners: dict[str, Callable[[], Any]] = {
-            "squadqa": lambda: predictor.answer(context, [question], top_k=3)
-        }
+        predictors = {"squadqa": predictor}
         labels = {"squadqa": "squadqa `QAPredictor.answer` (Keras 3, torch backend)"}
+        if not args.skip_onnx:
+            from squadqa.export import export_onnx
+            from squadqa.inference import QAPredictor
+
+            record = export_onnx(run_dir, quantize="int8")
+            for runtime in ("onnx", "onnx-int8"):
+                predictors[runtime] = QAPredictor.from_run_dir(run_dir, runtime=runtime)
+                diff = record["files"][f"model.{'int8.' if 'int8' in runtime else ''}onnx"]
+                labels[runtime] = (
+                    f"squadqa `--runtime {runtime}` (ONNX Runtime; logits within "
+                    f"{diff['max_abs_logit_diff']:.1g} of Keras)"
+                )
+        hf = None
         if not args.skip_hf:
             model, tokenizer = build_hf(predictor, workdir)
             diff = check_same_logits(predictor, model, tokenizer, context, question)
             print(f"same weights: max |logit difference| squadqa vs HF = {diff:.1e}")
             hf, hf_label = hf_answerer(model, tokenizer)
-            runners["hf"] = lambda: hf(context, question)
             labels["hf"] = f"HF `BertForQuestionAnswering`: {hf_label}"
             ours = predictor.answer(context, [question], top_k=1)[0]
             theirs = hf(context, question)
@@ -434,9 +478,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{ours['text']!r} [{ours['start']}:{ours['end']}], HF {theirs['answer']!r} "
                 f"[{theirs['start']}:{theirs['end']}]"
             )
-        times = time_latency(runners, args.repeats)
-        print(f"\nlatency, one question, {args.repeats} interleaved repetitions each:")
-        print(latency_table(times, labels))
+        cases = [("one question", context, question)]
+        if args.long_windows:
+            long_text, long_question = long_context(predictor, args.long_windows)
+            cases.append((f"a {args.long_windows}-window context", long_text, long_question))
+        for title, text, asked in cases:
+            runners: dict[str, Callable[[], Any]] = {
+                name: (lambda p=p, text=text, asked=asked: p.answer(text, [asked], top_k=3))
+                for name, p in predictors.items()
+            }
+            if hf is not None:
+                runners["hf"] = lambda text=text, asked=asked: hf(text, asked)
+            windows = len(predictor.features([Example("x", "", text, asked, ())]))
+            times = time_latency(runners, args.repeats)
+            print(
+                f"\nlatency, {title} ({len(text.split())} words, {windows} window(s)), "
+                f"{args.repeats} interleaved repetitions each:"
+            )
+            print(latency_table(times, labels))
         failed = 0
         if not args.skip_server:
             failed = throughput(run_dir, args, context, question)

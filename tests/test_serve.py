@@ -17,6 +17,7 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient
 from test_inference import check_answer
 
+from squadqa.inference import ServerBusy
 from squadqa.serve.app import BodyLimitMiddleware, Limits, create_app
 
 LIMITS = Limits(
@@ -236,12 +237,27 @@ def test_healthz(client):
     body = response.json()
     assert body["status"] == "ok" and body["model"] == "tiny-qa"
     assert body["limits"]["max_questions"] == 3
+    assert body["queue_depth"] == 0
+
+
+def test_a_full_request_queue_is_a_json_503():
+    class Busy:
+        name, queue_depth = "busy", 64
+
+        def answer(self, context, questions, top_k=3):
+            raise ServerBusy("64 requests are already waiting for the model")
+
+    with TestClient(create_app(Busy(), LIMITS), raise_server_exceptions=False) as busy:
+        response = post(busy, {"context": CONTEXT, "question": "Who?"})
+        assert_error(response, 503, words="already waiting")
+        assert response.headers["retry-after"] == "1"
+        assert busy.get("/healthz").json()["queue_depth"] == 64
 
 
 def test_openapi_and_docs(client):
     spec = client.get("/openapi.json").json()
     answer = spec["paths"]["/v1/answer"]["post"]
-    for code in ("200", "400", "413", "415", "422"):
+    for code in ("200", "400", "413", "415", "422", "503"):
         assert code in answer["responses"], code
     schema = spec["components"]["schemas"]["AnswerRequest"]
     assert {"context", "question", "questions", "top_k"} <= set(schema["properties"])

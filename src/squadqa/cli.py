@@ -208,7 +208,7 @@ def _cmd_answer(args: argparse.Namespace) -> int:
         raise ValueError("the context is empty")
     if args.top_k < 1:
         raise ValueError(f"--top-k {args.top_k} must be at least 1")
-    predictor = QAPredictor.from_run_dir(args.model)
+    predictor = QAPredictor.from_run_dir(args.model, runtime=args.runtime)
 
     def ask(questions: list[str]) -> None:
         for answer in predictor.answer(context, questions, args.top_k):
@@ -241,7 +241,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     squadqa.import_backend_only()
     from squadqa.inference import QAPredictor
 
-    predictor = QAPredictor.from_run_dir(args.model)
+    predictor = QAPredictor.from_run_dir(args.model, runtime=args.runtime)
     started = time.perf_counter()
     predictions = predictor.predict_file(args.data, args.out, args.nbest, args.batch_size)
     seconds = time.perf_counter() - started
@@ -255,14 +255,70 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     squadqa.import_backend_only()
-    from squadqa.inference import QAPredictor
+    from squadqa.inference import Batching, QAPredictor
     from squadqa.serve.app import run
 
-    predictor = QAPredictor.from_run_dir(args.model)
+    batching = None
+    if args.batch_requests:
+        batching = Batching(
+            max_batch_windows=args.max_batch_windows,
+            max_wait_ms=args.max_wait_ms,
+            max_queue=args.max_queue,
+        )
+    predictor = QAPredictor.from_run_dir(args.model, runtime=args.runtime, batching=batching)
     predictor.warmup()
-    print(f"serving {predictor.name} on http://{args.host}:{args.port}/ (API docs at /docs)")
+    mode = "request batching" if batching else "one request at a time"
+    print(
+        f"serving {predictor.name} ({args.runtime}, {mode}) on http://{args.host}:{args.port}/ "
+        "(API docs at /docs)"
+    )
     run(predictor, host=args.host, port=args.port)
     return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from squadqa.export import export_onnx
+
+    record = export_onnx(args.run_dir, quantize=args.quantize, tolerance=args.tolerance)
+    for name, info in record["files"].items():
+        print(
+            f"wrote {Path(args.run_dir) / name} ({info['bytes'] / 1e6:.1f} MB, "
+            f"largest logit difference vs model.keras {info['max_abs_logit_diff']:.2g})"
+        )
+    print(f"serve it with: squadqa serve --model {args.run_dir} --runtime onnx")
+    return 0
+
+
+def _add_runtime_argument(parser: argparse.ArgumentParser) -> None:
+    from squadqa.inference import RUNTIMES
+
+    parser.add_argument(
+        "--runtime",
+        choices=list(RUNTIMES),
+        default="keras",
+        help="keras: model.keras; onnx / onnx-int8: the files `squadqa export` writes",
+    )
+
+
+def _add_batching_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--batch-requests` and the `Batching` fields, with their defaults and help from there."""
+    import dataclasses
+
+    from squadqa.inference import Batching
+    from squadqa.settings import help_of
+
+    parser.add_argument(
+        "--batch-requests",
+        action="store_true",
+        help="run concurrent requests' windows through the model together",
+    )
+    for field in dataclasses.fields(Batching):
+        parser.add_argument(
+            "--" + field.name.replace("_", "-"),
+            type=type(field.default),
+            default=field.default,
+            help=f"with --batch-requests: {help_of(field)} (default {field.default})",
+        )
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -390,6 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     an.add_argument("--top-k", type=int, default=3, help="ranked candidates to show")
     an.add_argument("--json", action="store_true", help="one JSON object per answer")
+    _add_runtime_argument(an)
     an.set_defaults(func=_cmd_answer)
 
     pr = sub.add_parser("predict", help="official-format predictions for a SQuAD file")
@@ -398,13 +455,33 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", required=True, help="predictions.json to write ({id: answer})")
     pr.add_argument("--nbest", help="also write the n-best candidates per id here")
     pr.add_argument("--batch-size", type=int, help="windows per batch (default: the run's)")
+    _add_runtime_argument(pr)
     pr.set_defaults(func=_cmd_predict)
 
     se = sub.add_parser("serve", help="HTTP API and web page for a trained run")
     se.add_argument("--model", required=True, metavar="RUN_DIR", help="run directory")
     se.add_argument("--host", default="127.0.0.1")
     se.add_argument("--port", type=int, default=8000)
+    _add_runtime_argument(se)
+    _add_batching_arguments(se)
     se.set_defaults(func=_cmd_serve)
+
+    ex = sub.add_parser("export", help="a run's model as ONNX (model.onnx), checked against Keras")
+    ex.add_argument("run_dir", metavar="RUN_DIR", help="a finished run directory")
+    ex.add_argument("--format", choices=["onnx"], default="onnx")
+    ex.add_argument(
+        "--quantize",
+        choices=["none", "int8"],
+        default="none",
+        help="int8: also model.int8.onnx (ONNX Runtime dynamic quantisation)",
+    )
+    ex.add_argument(
+        "--tolerance",
+        type=float,
+        default=1e-4,
+        help="largest logit difference vs model.keras that the fp32 file may have",
+    )
+    ex.set_defaults(func=_cmd_export)
     return parser
 
 

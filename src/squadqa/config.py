@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from squadqa.architecture import QAConfig
 from squadqa.features import FeatureConfig
-from squadqa.model import QAConfig
 from squadqa.objectives import PretrainConfig
 from squadqa.postprocess import SpanConfig
 from squadqa.settings import help_of, setting

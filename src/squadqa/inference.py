@@ -9,8 +9,11 @@ span-selection function, so what is served is what was evaluated.
 from __future__ import annotations
 
 import dataclasses
+import queue
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict
@@ -31,7 +34,13 @@ from squadqa.features import (
 )
 from squadqa.postprocess import Candidate, Predictions, SpanConfig, extract_answers
 from squadqa.rundir import CONFIG, MODEL, TOKENIZER, write_json
+from squadqa.settings import setting
 from squadqa.tokenization import QATokenizer, load_tokenizer
+
+# What `QAPredictor.from_run_dir(runtime=...)` loads from the run directory.
+RUNTIMES = {"keras": MODEL, "onnx": rundir.ONNX, "onnx-int8": rundir.ONNX_INT8}
+# ONNX Runtime on CPU runs any shape without recompiling: round lengths only a little.
+ONNX_LENGTH_MULTIPLE = 8
 
 
 def padding_multiple(configured: int) -> int:
@@ -114,43 +123,231 @@ class _LockedModel:
         return outputs
 
 
+@dataclass(frozen=True)
+class Batching:
+    """Request batching of `squadqa serve`: concurrent requests' windows in one model call."""
+
+    max_batch_windows: int = setting(32, "most windows (of all waiting requests) in one call")
+    max_wait_ms: float = setting(
+        5.0, "how long a call waits for more requests while others are on their way"
+    )
+    max_queue: int = setting(64, "requests waiting for the model; more get 503 server_busy")
+
+    def __post_init__(self) -> None:
+        for name in ("max_batch_windows", "max_queue"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"Batching.{name}={value!r} must be a positive integer")
+        if not self.max_wait_ms >= 0:
+            raise ValueError(f"Batching.max_wait_ms={self.max_wait_ms!r} must be >= 0")
+
+
+class ServerBusy(RuntimeError):
+    """The request queue is full (`Batching.max_queue`): the server answers 503."""
+
+
+@dataclass
+class _Windows:
+    """The windows of several requests, as `predict_logits` reads them."""
+
+    input_ids: list[np.ndarray]
+    context_start: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.fromiter((len(ids) for ids in self.input_ids), dtype=np.int64, count=len(self))
+
+
+@dataclass
+class _Job:
+    features: Features
+    done: threading.Event = dataclasses.field(default_factory=threading.Event)
+    logits: tuple[list[np.ndarray], list[np.ndarray]] | None = None
+    error: BaseException | None = None
+
+
+class RequestBatcher:
+    """One thread runs the model; requests queue their windows and wait for their logits.
+
+    The thread takes the oldest request, then, while other requests are on their way
+    (tokenising, or queued), gathers theirs for up to `max_wait_ms` or until
+    `max_batch_windows`, and runs them all through `predict_logits` (which sorts by length).
+    A lone request goes straight through, as on the unbatched path. If a combined call fails,
+    each request is retried alone, so only the request that breaks the model gets the error.
+    """
+
+    def __init__(self, run: Callable[[Any], tuple[list, list]], options: Batching) -> None:
+        self._run, self.options = run, options
+        self._queue: queue.Queue[_Job] = queue.Queue(maxsize=options.max_queue)
+        self._arriving = 0  # requests between `arrive()` and `logits()` returning
+        self._count_lock = threading.Lock()
+        self.calls = 0  # model calls made (a batch of several requests counts once)
+        self.requests = 0
+        threading.Thread(target=self._loop, daemon=True, name="squadqa-batcher").start()
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    @contextmanager
+    def arrive(self) -> Iterator[None]:
+        """Mark a request in flight from before its tokenisation until it has its logits."""
+        with self._count_lock:
+            self._arriving += 1
+        try:
+            yield
+        finally:
+            with self._count_lock:
+                self._arriving -= 1
+
+    def logits(self, features: Features) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        job = _Job(features)
+        try:
+            self._queue.put_nowait(job)
+        except queue.Full:
+            raise ServerBusy(
+                f"{self.options.max_queue} requests are already waiting for the model"
+            ) from None
+        job.done.wait()
+        if job.error is not None:
+            raise job.error
+        assert job.logits is not None
+        return job.logits
+
+    def _loop(self) -> None:
+        while True:
+            jobs = [self._queue.get()]
+            windows = len(jobs[0].features)
+            deadline = time.monotonic() + self.options.max_wait_ms / 1000
+            while windows < self.options.max_batch_windows:
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    left = deadline - time.monotonic()
+                    if left <= 0 or self._arriving <= len(jobs):
+                        break  # nobody else is on the way: do not wait for nothing
+                    try:
+                        job = self._queue.get(timeout=min(left, 0.0005))
+                    except queue.Empty:
+                        continue
+                jobs.append(job)
+                windows += len(job.features)
+            self._answer(jobs)
+
+    def _answer(self, jobs: list[_Job]) -> None:
+        self.calls += 1
+        self.requests += len(jobs)
+        try:
+            if len(jobs) == 1:
+                jobs[0].logits = self._run(jobs[0].features)
+            else:
+                windows = _Windows(
+                    [ids for job in jobs for ids in job.features.input_ids],
+                    np.concatenate([job.features.context_start for job in jobs]),
+                )
+                starts, ends = self._run(windows)
+                first = 0
+                for job in jobs:
+                    last = first + len(job.features)
+                    job.logits = (starts[first:last], ends[first:last])
+                    first = last
+        except Exception as err:  # handed to the waiting request(s)
+            if len(jobs) == 1:
+                jobs[0].error = err
+            else:
+                for job in jobs:  # find the request that breaks the model; the others pass
+                    self._answer([job])
+                return
+        for job in jobs:
+            job.done.set()
+
+
 @dataclass
 class QAPredictor:
     """A loaded model with the tokenizer, windowing and span settings it was trained with."""
 
-    model: Any  # keras.Model: QATransformer (or anything with the same predict_on_batch)
+    model: Any  # QATransformer, OnnxModel, or anything with the same predict_on_batch
     tokenizer: QATokenizer
     feature_config: FeatureConfig
     span_config: SpanConfig
     length_multiple: int = 8
     batch_size: int = 64
     name: str = ""
+    batching: Batching | None = None  # None: one request at a time, behind a lock
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
+        self._batcher = (
+            None if self.batching is None else RequestBatcher(self._logits, self.batching)
+        )
+
+    @property
+    def queue_depth(self) -> int:
+        """Requests waiting for the model (always 0 without batching)."""
+        return 0 if self._batcher is None else self._batcher.queue_depth
+
+    def _logits(
+        self, features: Any, batch_size: int | None = None, progress: Any = None
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        return predict_logits(
+            _LockedModel(self.model, self._lock, progress),
+            features,
+            self.tokenizer.pad_id,
+            batch_size or self.batch_size,
+            self.length_multiple,
+        )
 
     @classmethod
-    def from_run_dir(cls, path: str | Path, batch_size: int | None = None) -> QAPredictor:
-        """Load `config.toml`, `tokenizer.json` and `model.keras` (safe mode) of a run.
+    def from_run_dir(
+        cls,
+        path: str | Path,
+        batch_size: int | None = None,
+        runtime: str = "keras",
+        batching: Batching | None = None,
+    ) -> QAPredictor:
+        """Load `config.toml`, `tokenizer.json` and the model file of `runtime` (`RUNTIMES`).
 
-        A SQuAD 2.0 run answers "no answer" with the null threshold it chose on dev
-        (`eval.json`), else with the configured `postprocess.null_threshold`.
+        `keras`: `model.keras` (safe mode) on the Keras backend; `onnx` / `onnx-int8`:
+        `model.onnx` / `model.int8.onnx` (made by `squadqa export`) on ONNX Runtime, without
+        importing Keras. `batching`: run concurrent `answer` calls' windows together (the
+        server's request batching). A SQuAD 2.0 run answers "no answer" with the null threshold
+        it chose on dev (`eval.json`), else with the configured `postprocess.null_threshold`.
         """
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
         run_dir = Path(path)
         if not run_dir.is_dir():
             raise FileNotFoundError(f"run directory {run_dir} does not exist")
-        missing = [n for n in (CONFIG, TOKENIZER, MODEL) if not (run_dir / n).is_file()]
+        model_file = RUNTIMES[runtime]
+        missing = [n for n in (CONFIG, TOKENIZER, model_file) if not (run_dir / n).is_file()]
         if missing:
+            made_by = (
+                f"`squadqa train` writes {MODEL} when training ends"
+                if model_file == MODEL
+                else f"`squadqa export {run_dir}"
+                + (" --quantize int8" if model_file == rundir.ONNX_INT8 else "")
+                + f"` writes {model_file}"
+            )
             raise FileNotFoundError(
                 f"{run_dir} is not a finished run directory: it lacks {', '.join(missing)} "
-                f"(`squadqa train` writes {MODEL} when training ends)"
+                f"({made_by})"
             )
-        import keras
-
-        import squadqa.model  # noqa: F401  (registers QATransformer and its layers for loading)
-
         config = load_config(run_dir / CONFIG)
-        model = keras.models.load_model(run_dir / MODEL, safe_mode=True)
+        if runtime == "keras":
+            import keras
+
+            import squadqa.model  # noqa: F401  (registers QATransformer and its layers)
+
+            model = keras.models.load_model(run_dir / MODEL, safe_mode=True)
+            multiple = padding_multiple(config.train.length_multiple)
+        else:
+            from squadqa.onnx_model import OnnxModel
+
+            model = OnnxModel(run_dir / model_file)
+            multiple = config.train.length_multiple or ONNX_LENGTH_MULTIPLE
         span_config = config.postprocess
         chosen = rundir.null_threshold(run_dir)
         if span_config.version_2 and chosen is not None:
@@ -160,9 +357,10 @@ class QAPredictor:
             tokenizer=load_tokenizer(run_dir / TOKENIZER),
             feature_config=config.features,
             span_config=span_config,
-            length_multiple=padding_multiple(config.train.length_multiple),
+            length_multiple=multiple,
             batch_size=batch_size or config.train.eval_batch_size,
             name=run_dir.resolve().name,
+            batching=batching,
         )
 
     # ----------------------------------------------------------------------------- core path
@@ -175,14 +373,7 @@ class QAPredictor:
         progress: Any = None,
     ) -> Predictions:
         """Logits of every window → answers: exactly the evaluation path."""
-        runner = _LockedModel(self.model, self._lock, progress)
-        starts, ends = predict_logits(
-            runner,
-            features,
-            self.tokenizer.pad_id,
-            batch_size or self.batch_size,
-            self.length_multiple,
-        )
+        starts, ends = self._logits(features, batch_size, progress)
         return extract_answers(examples, features, starts, ends, self.span_config)
 
     def features(self, examples: Sequence[Example]) -> Features:
@@ -206,7 +397,13 @@ class QAPredictor:
         ]
         if not examples:
             return []
-        predictions = self._predict(examples, self.features(examples))
+        if self._batcher is None:
+            predictions = self._predict(examples, self.features(examples))
+        else:
+            with self._batcher.arrive():
+                features = self.features(examples)
+                starts, ends = self._batcher.logits(features)
+            predictions = extract_answers(examples, features, starts, ends, self.span_config)
         results: list[AnswerDict] = []
         for example in examples:
             ranked = predictions.nbest[example.id]

@@ -13,6 +13,9 @@ read, all through the names below::
       nbest_predictions.json   ... their n-best lists
       null_odds.json           ... their null scores (null minus best span)
       model.keras              the best weights, self-contained, for serving
+      model.onnx               `squadqa export`: the same model as ONNX (fp32)
+      model.int8.onnx          `squadqa export --quantize int8`: int8 dynamic quantisation
+      export.json              what the export checked (largest logit difference vs Keras)
       steps.jsonl              pretrain only: one line per logged step
       encoder.weights.h5       pretrain only: the encoder `train --init run:DIR` loads
       checkpoints/{last,best}.weights.h5, checkpoints/state.json    what --resume reads
@@ -40,6 +43,9 @@ PREDICTIONS = "predictions.json"
 NBEST = "nbest_predictions.json"
 NULL_ODDS = "null_odds.json"
 MODEL = "model.keras"
+ONNX = "model.onnx"
+ONNX_INT8 = "model.int8.onnx"
+EXPORT = "export.json"
 STEPS = "steps.jsonl"
 ENCODER = "encoder.weights.h5"
 CHECKPOINTS = "checkpoints"

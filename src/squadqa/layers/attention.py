@@ -26,7 +26,12 @@ from typing import Any
 import keras
 from keras import ops
 
-from squadqa.layers.embeddings import ROPE_BASE, apply_rotary, rotary_cos_sin
+from squadqa.layers.embeddings import (
+    ROPE_BASE,
+    apply_rotary,
+    rotary_cos_sin,
+    sequence_positions,
+)
 
 ATTENTION_IMPLS = ("auto", "fused", "explicit")
 _MASKED_SCORE = -1e9  # added in float32 only; exp() underflows to exactly 0
@@ -116,7 +121,8 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         key_layer = self._split_heads(self.key(hidden_states), seq_len)
         value_layer = self._split_heads(self.value(hidden_states), seq_len)
         if self.rotary:
-            cos, sin = rotary_cos_sin(seq_len, self.head_size, self.rotary_base)
+            positions = sequence_positions(hidden_states)
+            cos, sin = rotary_cos_sin(positions, self.head_size, self.rotary_base)
             query_layer = apply_rotary(query_layer, cos, sin)
             key_layer = apply_rotary(key_layer, cos, sin)
 

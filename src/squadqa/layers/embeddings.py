@@ -18,7 +18,8 @@ from typing import Any
 import keras
 from keras import ops
 
-POSITION_EMBEDDINGS = ("learned", "sinusoidal", "rotary")
+from squadqa.architecture import POSITION_EMBEDDINGS
+
 ROPE_BASE = 10000.0
 
 
@@ -35,15 +36,31 @@ def sinusoidal_position_encoding(positions: Any, dim: int, base: float = 10000.0
     return ops.reshape(encoding, (-1, dim))
 
 
-def rotary_cos_sin(seq_len: Any, head_dim: int, base: float = ROPE_BASE) -> tuple[Any, Any]:
-    """cos/sin tables ``[seq_len, head_dim]`` for RoPE in the half-split ("rotate_half") layout.
+def sequence_positions(x: Any) -> Any:
+    """Positions ``0 .. seq-1`` (int32, ``[seq]``) of ``x`` of shape ``[batch, seq, ...]``.
 
+    A cumulative sum over a row of ``x`` rather than ``arange(seq_len)``: exporters
+    (`torch.export`, hence ONNX) then trace the positions as a function of the input, where
+    ``arange`` of a symbolic length fails ("Invalid dtype: SymInt").
+    """
+    row = ops.cast(ops.ones_like(x[0]), "int32")  # [seq, ...]
+    while len(row.shape) > 1:
+        row = row[:, 0]
+    return ops.cast(ops.cumsum(row, axis=0) - 1, "int32")
+
+
+def rotary_cos_sin(positions: Any, head_dim: int, base: float = ROPE_BASE) -> tuple[Any, Any]:
+    """cos/sin tables ``[seq, head_dim]`` for RoPE in the half-split ("rotate_half") layout.
+
+    `positions`: a ``[seq]`` tensor (:func:`sequence_positions`) or a length (``0 .. n-1``).
     Dimension ``i`` and ``i + head_dim/2`` form one rotating pair with angle
     ``pos * base^(-2i/head_dim)``; both halves of the table repeat the same angles.
     """
     if head_dim % 2:
         raise ValueError(f"rotary position embedding needs an even head size, got {head_dim}")
-    positions = ops.cast(ops.arange(seq_len), "float32")
+    if isinstance(positions, int):
+        positions = ops.arange(positions)
+    positions = ops.cast(positions, "float32")
     inv_freq = ops.exp(ops.arange(0, head_dim, 2, dtype="float32") * (-math.log(base) / head_dim))
     angles = positions[:, None] * inv_freq[None, :]  # [seq, head_dim/2]
     angles = ops.concatenate([angles, angles], axis=-1)  # [seq, head_dim]
@@ -172,10 +189,12 @@ class Embeddings(keras.layers.Layer):
             token_type_ids = ops.zeros_like(input_ids)
         embeddings = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
         if self.position_embedding == "learned":
-            position_ids = ops.arange(seq_len, dtype="int32")[None, :]
+            position_ids = sequence_positions(input_ids)[None, :]
             embeddings = embeddings + self.position_embeddings(position_ids)
         elif self.position_embedding == "sinusoidal":
-            position_encoding = sinusoidal_position_encoding(ops.arange(seq_len), self.hidden_size)
+            position_encoding = sinusoidal_position_encoding(
+                sequence_positions(input_ids), self.hidden_size
+            )
             embeddings = embeddings + ops.cast(position_encoding, embeddings.dtype)[None]
         if self.question_match_embeddings is not None:
             if question_match is None:

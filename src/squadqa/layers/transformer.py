@@ -7,10 +7,9 @@ from typing import Any
 import keras
 from keras import ops
 
+from squadqa.architecture import HIDDEN_ACTS
 from squadqa.layers.attention import MultiHeadSelfAttention
 from squadqa.layers.embeddings import ROPE_BASE
-
-HIDDEN_ACTS = ("gelu", "gelu_tanh", "relu")
 
 
 def activation(x: Any, name: str) -> Any:

@@ -36,6 +36,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from squadqa.inference import ServerBusy
+
 if TYPE_CHECKING:
     from squadqa.inference import AnswerDict
 
@@ -44,6 +46,7 @@ class Predictor(Protocol):
     """What the app needs of `squadqa.inference.QAPredictor` (a fake will do in tests)."""
 
     name: str
+    queue_depth: int  # requests waiting for the model (0 without request batching)
 
     def answer(self, context: str, questions: list[str], top_k: int = 3) -> list[AnswerDict]: ...
 
@@ -391,22 +394,34 @@ def create_app(predictor: Predictor, limits: Limits | None = None) -> FastAPI:
             (413, "body too large"),
             (415, "body not JSON"),
             (422, "invalid or missing field, or a limit exceeded"),
+            (503, "request queue full (request batching): retry after the Retry-After seconds"),
         )
     }
 
     @app.post("/v1/answer", response_model=AnswerResponse, responses=error_responses)
-    async def answer(request: AnswerRequest) -> dict[str, Any]:
+    async def answer(request: AnswerRequest) -> Any:
         """Answer one or several questions about a context with spans of it."""
         questions = _questions(request, limits)
-        answers = await run_in_threadpool(
-            predictor.answer, request.context, questions, request.top_k
-        )
+        try:
+            answers = await run_in_threadpool(
+                predictor.answer, request.context, questions, request.top_k
+            )
+        except ServerBusy as err:
+            response = _error(503, "server_busy", f"{err}; retry shortly")
+            response.headers["retry-after"] = "1"
+            return response
         return {"model": predictor.name, "answers": answers}
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
-        """Liveness: the model is loaded and the server answers."""
-        return {"status": "ok", "model": predictor.name, "limits": asdict(limits)}
+        """Liveness: the model is loaded and the server answers; `queue_depth`: requests
+        waiting for the model (request batching; 0 otherwise)."""
+        return {
+            "status": "ok",
+            "model": predictor.name,
+            "queue_depth": predictor.queue_depth,
+            "limits": asdict(limits),
+        }
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:

@@ -1,0 +1,48 @@
+"""An exported model (`squadqa export`) under ONNX Runtime, behind the `predict_on_batch` that
+`QAPredictor` calls: the features, span chooser and server stay the same; Keras and its backend
+are not imported.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+class OnnxModel:
+    """`predict_on_batch(batch) -> {"start_logits", "end_logits"}` of an ONNX file.
+
+    Args:
+        path: `model.onnx` or `model.int8.onnx` of a run directory.
+        threads: ONNX Runtime intra-op threads (0: its default, one per core).
+
+    Example:
+        >>> model = OnnxModel("runs/quickstart/model.onnx")  # doctest: +SKIP
+        >>> model.predict_on_batch(pad_batch(features, [0], pad_id))["start_logits"].shape
+    """
+
+    def __init__(self, path: str | Path, threads: int = 0) -> None:
+        try:
+            import onnxruntime
+        except ImportError:
+            raise ValueError(
+                "the onnx runtime needs onnxruntime: pip install 'squadqa[onnx]'"
+            ) from None
+        options = onnxruntime.SessionOptions()
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads
+        self.path = Path(path)
+        self.session = onnxruntime.InferenceSession(
+            str(self.path), options, providers=["CPUExecutionProvider"]
+        )
+        self.input_names = [node.name for node in self.session.get_inputs()]
+        self.output_names = [node.name for node in self.session.get_outputs()]
+
+    def predict_on_batch(self, batch: dict[str, Any]) -> dict[str, np.ndarray]:
+        missing = [name for name in self.input_names if name not in batch]
+        if missing:
+            raise ValueError(f"{self.path.name} needs input(s) {', '.join(missing)}")
+        feed = {name: np.asarray(batch[name], dtype=np.int32) for name in self.input_names}
+        return dict(zip(self.output_names, self.session.run(self.output_names, feed), strict=True))
