@@ -374,3 +374,61 @@ def test_report_flags_dev_data_that_does_not_match_eval_json(
     )
     text = write_report([run]).read_text()
     assert "`eval.json` says EM 90.00, F1 95.00 on 10570 questions" in text
+
+
+# --------------------------------------------------------------------------- head to head
+
+# B against the same 8 questions (official EM; "the Nile" normalises to "nile"):
+# both right q1 q8; only A q3 (B "Paris, France": F1 2/3); only B q2 q4 q5; neither q6 q7.
+PREDICTIONS_B = {
+    "q1": "Gustave Eiffel",
+    "q2": "1889",
+    "q3": "Paris, France",
+    "q4": "his company",
+    "q5": "eleven",
+    "q7": "Mediterranean",
+    "q8": "the Nile",
+}
+
+
+def test_head_to_head_hand_computed(dev_path: Path) -> None:
+    from squadqa.report import head_to_head
+
+    result = head_to_head(load_squad(dev_path).examples, PREDICTIONS, PREDICTIONS_B, shown=2)
+    assert result["counts"] == {"both": 2, "only_a": 1, "only_b": 3, "neither": 2}
+    assert result["total"] == 8
+    assert [q["id"] for q in result["only_a"]] == ["q3"]
+    assert result["only_a"][0]["f1_b"] == pytest.approx(200 / 3)
+    # Largest F1 gap first: q4 and q5 (A scores 0) before q2 (A's "in 1889" has F1 2/3); cut at 2.
+    assert [q["id"] for q in result["only_b"]] == ["q4", "q5"]
+    assert result["only_b"][1]["prediction_a"] == ""  # q5: A has no prediction
+
+
+def test_report_puts_two_runs_head_to_head(
+    tmp_path: Path, dev_path: Path, two_runs: tuple[Path, Path]
+) -> None:
+    base, _ = two_runs
+    other = write_run(
+        tmp_path, "other", str(dev_path), [epoch(1, 62.5, 70.0, 0.0)], predictions=PREDICTIONS_B
+    )
+    text = write_report([base, other], tmp_path / "cmp").read_text()
+    assert "## Head to head: base (A) vs other (B), dev" in text
+    assert "| only B right | 3 | 37.5% |" in text
+    assert "| only A right | 1 | 12.5% |" in text
+    # q4 (who): A 0, B 1; q1 (who): both 1 -> A 50.00, B 100.00.
+    assert "| who | 2 | 50.00 | 100.00 | +50.00 |" in text
+    assert "### Only A right: 1 of 1, largest F1 gap first" in text
+    assert "| `q3` | In which city is the tower? | Paris | Paris | Paris, France |" in text
+    mismatched = write_run(
+        tmp_path, "elsewhere", str(sample_dev(tmp_path)), [epoch(1, 0, 0, 0.0)], predictions={}
+    )
+    text = write_report([base, mismatched], tmp_path / "cmp2").read_text()
+    assert "were scored on different dev questions" in text
+
+
+def sample_dev(tmp_path: Path) -> Path:
+    data = squad_json()
+    data["data"][0]["paragraphs"] = data["data"][0]["paragraphs"][:1]
+    path = tmp_path / "other-dev.json"
+    path.write_text(json.dumps(data))
+    return path

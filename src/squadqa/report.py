@@ -71,6 +71,7 @@ CONTEXT_LENGTH_BUCKETS: tuple[tuple[str, int, float], ...] = (
 )
 _NO_ANSWER = "no answer"  # SQuAD 2.0 unanswerable questions, only listed when present
 WORST_N = 20
+SHOWN_N = 8  # head to head: questions shown per side
 FIGURE_FILES = {
     "loss": "loss.png",
     "dev_metrics": "dev_metrics.png",
@@ -187,6 +188,53 @@ def error_analysis(
     }
 
 
+def head_to_head(
+    examples: Sequence[Example],
+    predictions_a: Mapping[str, str],
+    predictions_b: Mapping[str, str],
+    *,
+    shown: int = SHOWN_N,
+) -> dict[str, Any]:
+    """Which questions each of two runs answers exactly (official EM) and the other does not.
+
+    `counts`: both / only_a / only_b / neither (they sum to the question count); `only_a` and
+    `only_b`: up to `shown` such questions each, the largest F1 gap first (then id).
+    """
+    groups: dict[str, list[dict[str, Any]]] = {
+        "both": [],
+        "only_a": [],
+        "only_b": [],
+        "neither": [],
+    }
+    for ex in examples:
+        golds = [a.text for a in ex.answers]
+        a, b = predictions_a.get(ex.id, ""), predictions_b.get(ex.id, "")
+        em_a, f1_a = question_scores(a, golds)
+        em_b, f1_b = question_scores(b, golds)
+        key = {(1, 1): "both", (1, 0): "only_a", (0, 1): "only_b", (0, 0): "neither"}[
+            (int(em_a), int(em_b))
+        ]
+        groups[key].append(
+            {
+                "id": ex.id,
+                "question": ex.question,
+                "gold_answers": list(dict.fromkeys(golds)),
+                "prediction_a": a,
+                "prediction_b": b,
+                "f1_a": 100.0 * f1_a,
+                "f1_b": 100.0 * f1_b,
+            }
+        )
+    groups["only_a"].sort(key=lambda q: (q["f1_b"] - q["f1_a"], q["id"]))
+    groups["only_b"].sort(key=lambda q: (q["f1_a"] - q["f1_b"], q["id"]))
+    return {
+        "total": len(examples),
+        "counts": {key: len(value) for key, value in groups.items()},
+        "only_a": groups["only_a"][:shown],
+        "only_b": groups["only_b"][:shown],
+    }
+
+
 # --------------------------------------------------------------------------- run data
 
 
@@ -227,18 +275,19 @@ def _dev_path(run: RunRow) -> tuple[Path | None, str]:
     return None, f"dev data {dev!r} not found (looked in {', '.join(str(c) for c in candidates)})"
 
 
-def _analyse_run(run: RunRow) -> tuple[dict[str, Any] | None, str]:
-    """Error analysis of a run's dev predictions, or None and the reason it cannot be done."""
+def _dev_predictions(run: RunRow) -> tuple[list[Example], dict[str, str], Path] | str:
+    """The dev examples a run was scored on, its best epoch's predictions and the dev path; or
+    the reason they cannot be read."""
     pred_path = run.path / rundir.PREDICTIONS
     if not pred_path.is_file():
-        return None, "no predictions.json (the run has not finished an evaluated epoch)"
+        return "no predictions.json (the run has not finished an evaluated epoch)"
     try:
         predictions = load_predictions(pred_path)
     except ValueError as err:
-        return None, str(err)
+        return str(err)
     dev, why = _dev_path(run)
     if dev is None:
-        return None, why
+        return why
     data = run.config.get("data", {})
     max_dev = data.get("max_dev_samples", 0) if isinstance(data, dict) else 0
     try:
@@ -246,10 +295,36 @@ def _analyse_run(run: RunRow) -> tuple[dict[str, Any] | None, str]:
             dev, max_samples=max_dev if isinstance(max_dev, int) and max_dev > 0 else None
         ).examples
     except (OSError, ValueError) as err:
-        return None, f"cannot read dev data {dev}: {err}"
+        return f"cannot read dev data {dev}: {err}"
+    return examples, predictions, dev
+
+
+def _analyse_run(run: RunRow) -> tuple[dict[str, Any] | None, str]:
+    """Error analysis of a run's dev predictions, or None and the reason it cannot be done."""
+    read = _dev_predictions(run)
+    if isinstance(read, str):
+        return None, read
+    examples, predictions, dev = read
     analysis = error_analysis(examples, predictions)
     analysis["dev_path"] = str(dev)
     return analysis, ""
+
+
+def _head_to_head(a: RunRow, b: RunRow) -> tuple[dict[str, Any] | None, str]:
+    """Both runs' slices and `head_to_head`, when they were scored on the same dev questions."""
+    read_a, read_b = _dev_predictions(a), _dev_predictions(b)
+    for run, read in ((a, read_a), (b, read_b)):
+        if isinstance(read, str):
+            return None, f"{run.name}: {read}"
+    examples_a, predictions_a, dev_a = read_a  # type: ignore[misc]
+    examples_b, predictions_b, _ = read_b  # type: ignore[misc]
+    if [e.id for e in examples_a] != [e.id for e in examples_b]:
+        return None, f"{a.name} and {b.name} were scored on different dev questions"
+    result = head_to_head(examples_a, predictions_a, predictions_b)
+    result["analysis_a"] = error_analysis(examples_a, predictions_a)
+    result["analysis_b"] = error_analysis(examples_b, predictions_b)
+    result["dev_path"] = str(dev_a)
+    return result, ""
 
 
 def _read_eval(run: RunRow) -> dict[str, Any] | None:
@@ -674,9 +749,69 @@ def _error_section(run: _Run, analysis: dict[str, Any] | None, why: str) -> list
     return lines
 
 
+def _head_to_head_section(a: _Run, b: _Run, result: dict[str, Any] | None, why: str) -> list[str]:
+    lines = [f"## Head to head: {_md(a.name)} (A) vs {_md(b.name)} (B), dev", ""]
+    if result is None:
+        return [*lines, f"Not available: {_md(why)}.", ""]
+    counts, n = result["counts"], result["total"]
+    lines.append(
+        f"{n} questions of `{result['dev_path']}`, each run's best-epoch predictions; "
+        '"right" = official exact match. F1 per slice, x100; B - A > 0: B is better there.'
+    )
+    lines.append("")
+    outcome = [
+        ("both right", counts["both"]),
+        ("only A right", counts["only_a"]),
+        ("only B right", counts["only_b"]),
+        ("both wrong", counts["neither"]),
+    ]
+    lines += _md_table(
+        ("outcome", "questions", "share"),
+        [[label, str(k), f"{100 * k / n:.1f}%" if n else "-"] for label, k in outcome],
+        {1, 2},
+    )
+    for title, key in (
+        ("question type", "by_question_type"),
+        ("gold answer length (words)", "by_answer_length"),
+        ("context length (words)", "by_context_length"),
+        ("answerability", "by_answerability"),
+    ):
+        rows_a, rows_b = result["analysis_a"][key], result["analysis_b"][key]
+        if not rows_a:
+            continue
+        body = []
+        for ra, rb in zip(rows_a, rows_b, strict=True):
+            gap = "-" if ra["f1"] is None else f"{rb['f1'] - ra['f1']:+.2f}"
+            body.append([_md(ra["bucket"]), str(ra["count"]), _num(ra["f1"]), _num(rb["f1"]), gap])
+        lines += [f"### F1 by {title}", ""]
+        lines += _md_table((title, "questions", "A", "B", "B - A"), body, {1, 2, 3, 4})
+    for side, label in (("only_a", "A"), ("only_b", "B")):
+        shown = result[side]
+        lines += [
+            f"### Only {label} right: {len(shown)} of {counts[side]}, largest F1 gap first",
+            "",
+        ]
+        if not shown:
+            lines += ["None.", ""]
+            continue
+        rows = [
+            [
+                _code(q["id"]),
+                _md(q["question"], 100),
+                " / ".join(_md(g, 50) for g in q["gold_answers"]) or "(no answer)",
+                _md(q["prediction_a"], 60) or "(empty)",
+                _md(q["prediction_b"], 60) or "(empty)",
+            ]
+            for q in shown
+        ]
+        lines += _md_table(("id", "question", "gold answers", "A says", "B says"), rows, set())
+    return lines
+
+
 def _report_markdown(
     runs: Sequence[_Run], analysis: dict[str, Any] | None, why: str, out_dir: Path
 ) -> str:
+    """The report; with two runs or more, also the first two head to head."""
     names = ", ".join(r.name for r in runs)
     lines = [f"# Training report: {_md(names)}", ""]
     stamp = datetime.now().astimezone().isoformat(timespec="seconds")
@@ -714,6 +849,8 @@ def _report_markdown(
         else:
             lines += ["No finished epoch recorded.", ""]
     lines += _error_section(runs[0], analysis, why)
+    if len(runs) > 1:
+        lines += _head_to_head_section(runs[0], runs[1], *_head_to_head(runs[0].row, runs[1].row))
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
@@ -730,7 +867,8 @@ def write_report(
     """Write `report.md` and its PNGs into `out_dir` (default: the first run's directory).
 
     With several runs the curves are overlaid and the config differences listed; the error
-    analysis is of the first run. Returns the path of `report.md`.
+    analysis is of the first run, and the first two are compared question by question (which
+    each gets right that the other does not, F1 per slice). Returns the path of `report.md`.
     """
     runs = _load_runs(run_dirs)
     out = Path(out_dir) if out_dir is not None else runs[0].row.path
