@@ -290,3 +290,12 @@ def test_pretraining_never_reads_the_dev_split(tmp_path: Path, sample_tokenizer)
     _, tok_path = sample_tokenizer
     config = _tiny(tok_path, "name=nodev", "train.epochs=1", 'data.dev="/nonexistent/dev.json"')
     assert pretrain(config, tmp_path)["status"] == "finished"
+
+
+def test_init_from_a_missing_pretraining_run_says_how_to_make_it(tmp_path) -> None:
+    from squadqa.train import build_tokenizer
+
+    config = load_config(None, [f'train.init="run:{tmp_path / "pretrain-mlm-e2"}"'])
+    expected = r"not a `squadqa pretrain` run.*--name pretrain-mlm-e2"
+    with pytest.raises(FileNotFoundError, match=expected):
+        build_tokenizer(config, [])

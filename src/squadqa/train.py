@@ -208,7 +208,14 @@ def _pretrained_path(init: str) -> str | None:
 def build_tokenizer(config: RunConfig, train_examples: Sequence[Example]) -> QATokenizer:
     kind = config.tokenizer.kind
     if config.train.init.startswith("run:"):  # the pretraining run's own vocabulary
-        return load_tokenizer(Path(config.train.init[len("run:") :]) / rundir.TOKENIZER)
+        source = Path(config.train.init[len("run:") :])
+        if not (source / rundir.TOKENIZER).is_file():
+            raise FileNotFoundError(
+                f"train.init = {config.train.init!r}: {source} is not a `squadqa pretrain` run "
+                f"(no {rundir.TOKENIZER}); make it first, e.g. `squadqa pretrain --config "
+                f"configs/pretrain-mlm.toml --name {source.name} --runs-dir {source.parent}`"
+            )
+        return load_tokenizer(source / rundir.TOKENIZER)
     if config.train.init.startswith("pretrained") or kind == "pretrained":
         from squadqa.pretrained import checkpoint_dir
 
