@@ -122,3 +122,84 @@ def test_data_parallel_on_torch_stops_at_start_naming_jax():
         pytest.skip("this process runs JAX")
     with pytest.raises(ValueError, match="KERAS_BACKEND=jax"):
         set_distribution(config.train)
+
+
+PRETRAIN_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import keras
+    from squadqa import objectives as obj
+    from squadqa.config import load_config
+    from squadqa.data import load_squad
+    from squadqa.pretrain import pretrain
+    from squadqa.tokenization import load_tokenizer
+
+    overrides, root = json.loads(sys.argv[1]), sys.argv[2]
+    # A window length that makes an even number of windows, so the 2-way split cuts nothing
+    # and both runs see the same rows in every step.
+    contexts = list(dict.fromkeys(e.context for e in load_squad("sample").examples))
+    tokenizer = load_tokenizer(json.loads(sys.argv[3]))
+    counts = {m: len(obj.build_windows(contexts, tokenizer, m)) for m in range(64, 129, 8)}
+    length = next(m for m, n in counts.items() if n % 2 == 0)
+
+    def config(*extra):
+        return load_config(None, overrides + [f"pretrain.max_seq_length={length}", *extra])
+
+    class Kill(keras.callbacks.Callback):
+        def on_train_batch_end(self, step, logs=None):
+            if int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)) == 5:
+                raise KeyboardInterrupt("killed at step 5")
+
+    out = {"windows": counts[length], "max_seq_length": length}
+    out["one"] = pretrain(config("name=one", "train.distribution=none"), root)
+    two = config("name=two", "train.distribution=data_parallel")
+    try:
+        pretrain(two, root, extra_callbacks=[Kill()])
+    except KeyboardInterrupt:
+        out["killed"] = json.load(open(f"{root}/two/status.json"))
+    out["two"] = pretrain(two, root, resume=True)
+    print("RESULT " + json.dumps(out))
+    """
+)
+
+
+def test_two_device_pretraining_killed_and_resumed_equals_one_device(tmp_path):
+    tokenizer = fixed_tokenizer(tmp_path)
+    overrides = [
+        *TINY_TRAINING,
+        "tokenizer.kind=vocab",
+        f"tokenizer.path={tokenizer}",
+        "data.max_train_samples=0",
+        "model.hidden_dropout=0.0",
+        "model.attention_dropout=0.0",
+        "pretrain.save_every_steps=3",
+        "train.batch_size=16",
+        "train.epochs=1",
+    ]
+    env = {
+        **os.environ,
+        "KERAS_BACKEND": "jax",
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        "SQUADQA_CACHE": str(tmp_path / "cache"),
+    }
+    root = tmp_path / "runs"
+    done = subprocess.run(
+        [sys.executable, "-c", PRETRAIN_SCRIPT, json.dumps(overrides), str(root),
+         json.dumps(tokenizer)],
+        capture_output=True, text=True, env=env, timeout=1200,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.split("RESULT ", 1)[1])
+    assert result["one"]["replicas"] == 1 and result["two"]["replicas"] == 2
+
+    def losses(name: str) -> list[float]:
+        lines = (root / name / "steps.jsonl").read_text().splitlines()
+        return [json.loads(line)["loss"] for line in lines]
+
+    # The 2-device run was killed at step 5 and resumed from its step-3 checkpoint: its steps
+    # 1-3 come from the first attempt, the rest from the resumed one; all equal the 1-device run.
+    assert result["killed"]["status"] == "crashed"
+    assert result["two"]["status"] == "finished"
+    one, two = losses("one"), losses("two")
+    assert len(one) == result["one"]["steps_per_epoch"] >= 8
+    assert two == pytest.approx(one, rel=1e-5)

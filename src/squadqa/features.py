@@ -312,6 +312,13 @@ def pad_batch(
     }
 
 
+def split_evenly(order: Sequence[np.ndarray], replicas: int) -> list[np.ndarray]:
+    """Each batch cut to a multiple of `replicas` (data parallel: every device gets as many
+    rows); batches left empty are dropped. The caller counts what was cut."""
+    cut = [batch[: len(batch) - len(batch) % replicas] for batch in order]
+    return [batch for batch in cut if len(batch)]
+
+
 def batch_order(
     lengths: np.ndarray,
     batch_size: int,

@@ -30,6 +30,7 @@ from squadqa.layers import Embeddings, SpanHead, TransformerBlock
 
 __all__ = ["QAConfig", "QATransformer", "SpanLoss", "span_loss", "span_objective"]
 
+
 @keras.saving.register_keras_serializable(package="squadqa")
 class QATransformer(keras.Model):
     """Transformer encoder + span head for extractive QA (see the module docstring for I/O)."""

@@ -42,6 +42,7 @@ from squadqa.train import (
     build_tokenizer,
     open_run_dir,
     seed_epoch,
+    set_distribution,
     set_precision,
 )
 
@@ -240,10 +241,12 @@ class PretrainBatches(keras.utils.PyDataset):
         batch_size: int,
         seed: int,
         multiple: int = 8,
+        replicas: int = 1,
     ) -> None:
         super().__init__()
         self.windows, self.tokenizer, self.config = windows, tokenizer, config
         self.batch_size, self.seed, self.multiple = batch_size, seed, multiple
+        self.replicas = replicas
         self.mask_id = tokenizer.token_id("[MASK]")
         if self.mask_id is None:
             raise ValueError("pretraining needs a [MASK] token in the tokenizer vocabulary")
@@ -252,11 +255,13 @@ class PretrainBatches(keras.utils.PyDataset):
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
-        from squadqa.features import batch_order
+        from squadqa.features import batch_order, split_evenly
 
         self.epoch, self.start = epoch, start
-        self.order = batch_order(self.windows.lengths, self.batch_size, True, self.seed + epoch)
+        order = batch_order(self.windows.lengths, self.batch_size, True, self.seed + epoch)
+        self.order = split_evenly(order, self.replicas)  # data parallel: counted at start
         lengths = self.windows.lengths
+        self.dropped_per_epoch = len(lengths) - sum(len(b) for b in self.order)
         done = np.cumsum([int(lengths[b].sum()) for b in self.order])
         self.cumulative_tokens = done[start:] - (done[start - 1] if start else 0)
 
@@ -487,6 +492,7 @@ def pretrain(
     malloc_tuned = reuse_freed_memory()
     keras.utils.set_random_seed(t.seed)
     set_precision(t.mixed_precision)
+    replicas = set_distribution(t)
     examples = train_examples(config)
     tokenizer_file = run_dir / rundir.TOKENIZER
     if resume and tokenizer_file.is_file():
@@ -499,8 +505,13 @@ def pretrain(
     model = PretrainModel(QAConfig(vocab_size=tokenizer.vocab_size, **config.model), p)
     model.build()
     batches = PretrainBatches(
-        windows, tokenizer, p, t.batch_size, t.seed, padding_multiple(t.length_multiple)
+        windows, tokenizer, p, t.batch_size, t.seed, padding_multiple(t.length_multiple), replicas
     )
+    if batches.dropped_per_epoch:
+        print(
+            f"data parallel: {batches.dropped_per_epoch} of {len(windows)} pretraining windows "
+            f"left out of every epoch (its short batch, cut to a multiple of {replicas})"
+        )
     optimizer, schedule = make_optimizer(t, batches.steps_per_epoch * t.epochs)
     model.compile(optimizer=optimizer)
     optimizer.build(model.trainable_variables)
@@ -527,6 +538,7 @@ def pretrain(
         "pretrain_windows": len(windows),
         "pretrain_tokens": int(windows.lengths.sum()),
         "steps_per_epoch": batches.steps_per_epoch,
+        "replicas": replicas,
         "epochs_planned": t.epochs,
         "epochs_run": run.state["epoch"],
         "wall_time_s": run.state["wall_time_s"],

@@ -32,6 +32,7 @@ from squadqa.features import (
     batch_order,
     build_features,
     pad_batch,
+    split_evenly,
 )
 from squadqa.inference import padding_multiple, predict_logits
 from squadqa.layers import MASKED_LOGIT
@@ -150,8 +151,7 @@ class TrainBatches(keras.utils.PyDataset):
         order = batch_order(self.lengths, self.batch_size, True, self.seed * 1000 + epoch)
         # Data parallel: each batch must split evenly over the replicas; the one short batch of
         # an epoch loses its remainder (counted, and printed once per run).
-        self.order = [b[: len(b) - len(b) % self.replicas] for b in order]
-        self.order = [b for b in self.order if len(b)]
+        self.order = split_evenly(order, self.replicas)
         self.dropped_per_epoch = len(self.lengths) - sum(len(b) for b in self.order)
         # Real (non-padding) tokens after each batch of this epoch, for tokens/s.
         self.cumulative_tokens = np.cumsum([int(self.lengths[b].sum()) for b in self.order])
