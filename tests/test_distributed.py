@@ -70,6 +70,25 @@ def fixed_tokenizer(path) -> str:
     return str(train_wordpiece(training_texts(examples), 1500).save(path))
 
 
+def run_on_two_devices(tmp_path, script: str, *args) -> dict:
+    """`script` in a JAX subprocess with two virtual CPU devices; its `RESULT {json}` line."""
+    env = {
+        **os.environ,
+        "KERAS_BACKEND": "jax",
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        "SQUADQA_CACHE": str(tmp_path / "cache"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script, *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=1200,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.split("RESULT ", 1)[1])
+
+
 def test_two_device_data_parallel_equals_one_device(tmp_path):
     overrides = [
         *TINY_TRAINING,
@@ -81,21 +100,7 @@ def test_two_device_data_parallel_equals_one_device(tmp_path):
         "model.hidden_dropout=0.0",
         "model.attention_dropout=0.0",
     ]
-    env = {
-        **os.environ,
-        "KERAS_BACKEND": "jax",
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-        "SQUADQA_CACHE": str(tmp_path / "cache"),
-    }
-    done = subprocess.run(
-        [sys.executable, "-c", SCRIPT, json.dumps(overrides), str(tmp_path / "runs"), RUNS],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=1200,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.split("RESULT ", 1)[1])
+    result = run_on_two_devices(tmp_path, SCRIPT, json.dumps(overrides), tmp_path / "runs", RUNS)
     one, two = result["none0"], result["data_parallel1"]
     assert one["status"]["replicas"] == 1 and two["status"]["replicas"] == 2
     assert len(one["steps"]) >= 20
@@ -176,20 +181,10 @@ def test_two_device_pretraining_killed_and_resumed_equals_one_device(tmp_path):
         "train.batch_size=16",
         "train.epochs=1",
     ]
-    env = {
-        **os.environ,
-        "KERAS_BACKEND": "jax",
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-        "SQUADQA_CACHE": str(tmp_path / "cache"),
-    }
     root = tmp_path / "runs"
-    done = subprocess.run(
-        [sys.executable, "-c", PRETRAIN_SCRIPT, json.dumps(overrides), str(root),
-         json.dumps(tokenizer)],
-        capture_output=True, text=True, env=env, timeout=1200,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.split("RESULT ", 1)[1])
+    result = run_on_two_devices(
+        tmp_path, PRETRAIN_SCRIPT, json.dumps(overrides), root, json.dumps(tokenizer)
+    )
     assert result["one"]["replicas"] == 1 and result["two"]["replicas"] == 2
 
     def losses(name: str) -> list[float]:
