@@ -334,9 +334,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def peak_rss_mb(pid: int) -> float:
+    """Peak resident memory of a live process (Linux `VmHWM`), in MB; nan elsewhere."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return float("nan")
+    line = next((x for x in status.splitlines() if x.startswith("VmHWM:")), "")
+    return int(line.split()[1]) / 1024 if line else float("nan")
+
+
 @contextlib.contextmanager
 def server_process(run_dir: Path, port: int, threads: int | None, server: str = "keras"):
-    """`squadqa serve` (`server`: RUNTIME[+batch]) in its own process; waits for /healthz."""
+    """`squadqa serve` (`server`: RUNTIME[+batch]) in its own process; waits for /healthz.
+
+    Yields (base URL, pid, seconds from launch to the first healthy /healthz).
+    """
     import httpx
 
     env = worker_env(threads)
@@ -346,10 +359,11 @@ def server_process(run_dir: Path, port: int, threads: int | None, server: str = 
     if batch:
         command.append("--batch-requests")
     with tempfile.TemporaryFile() as log:
+        launched = time.monotonic()
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 180
+            deadline = launched + 180
             while True:
                 if process.poll() is not None:
                     log.seek(0)
@@ -360,8 +374,8 @@ def server_process(run_dir: Path, port: int, threads: int | None, server: str = 
                         break
                 if time.monotonic() > deadline:
                     raise SystemExit("server did not answer /healthz within 180 s")
-                time.sleep(0.5)
-            yield url
+                time.sleep(0.1)
+            yield url, process.pid, time.monotonic() - launched
         finally:
             process.terminate()
             try:
@@ -409,9 +423,14 @@ def throughput(run_dir: Path, args: argparse.Namespace, context: str, question: 
         "| server | concurrency | requests | requests/s | p50 ms | p95 ms | p99 ms | errors |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    processes = [
+        "| server | start-up s (launch to healthy, warm-up included) | peak RSS MB (after load) |",
+        "|---|---:|---:|",
+    ]
     failed = 0
     for server in args.server_list:
-        with server_process(run_dir, args.port or free_port(), args.threads, server) as url:
+        port = args.port or free_port()
+        with server_process(run_dir, port, args.threads, server) as (url, pid, startup):
             body = {"context": context, "question": question}
             for concurrency in args.levels:
                 asyncio.run(load(url, body, concurrency, min(concurrency, 4)))  # warm-up
@@ -425,8 +444,11 @@ def throughput(run_dir: Path, args: argparse.Namespace, context: str, question: 
                 )
                 for error in result["errors"][:3]:
                     print(f"  error at {server}, concurrency {concurrency}: {error}")
+            processes.append(f"| {server} | {startup:.1f} | {peak_rss_mb(pid):.0f} |")
     print("\nserver throughput (`squadqa serve`, separate process, httpx async load generator):")
     print("\n".join(rows))
+    print("\nserver processes:")
+    print("\n".join(processes))
     return failed
 
 
