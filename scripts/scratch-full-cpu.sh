@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # #11's CPU preset in one command: 2 epochs of MLM pretraining of scratch-full-cpu's encoder on the
-# contexts of train-full.json.gz (configs/pretrain-mlm.toml with train.epochs=2, about 15 minutes
-# on the 2-core CPU), then configs/scratch-full-cpu.toml's 4 fine-tune epochs on the whole train
-# set from it (--init run:...). docs/results.md has what it measured and how long it took.
+# contexts of train-full.json.gz (configs/pretrain-mlm.toml, about 15 minutes on the 2-core CPU),
+# then configs/scratch-full-cpu.toml's 4 fine-tune epochs on the whole train set from it (--init
+# run:...). docs/results.md has what it measured and how long it took.
 #   [RUNS=runs] bash scripts/scratch-full-cpu.sh [extra `squadqa train` arguments...]
-# A finished pretraining run in $RUNS/pretrain-mlm-e2 is reused, not redone.
+# A finished pretraining run in $RUNS/pretrain-mlm is reused, not redone.
 # Try it tiny first:
 #   RUNS=/tmp/try PT_ARGS="--set data.max_train_samples=64" bash scripts/scratch-full-cpu.sh \
 #     --set data.max_train_samples=64 --set data.max_dev_samples=32 --set train.epochs=1
@@ -12,13 +12,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 runs="${RUNS:-runs}"
 read -ra pt_args <<< "${PT_ARGS:-}"
-pretrained="$runs/pretrain-mlm-e2"
+pretrained="$runs/pretrain-mlm"
 if grep -qs '"status": "finished"' "$pretrained/status.json"; then
   echo "reusing the finished pretraining run $pretrained"
 else
   resume=()
   [ -d "$pretrained" ] && resume=(--resume)
-  squadqa pretrain --config configs/pretrain-mlm.toml --set train.epochs=2 --name pretrain-mlm-e2 \
-    --runs-dir "$runs" "${resume[@]}" "${pt_args[@]}"
+  squadqa pretrain --config configs/pretrain-mlm.toml --runs-dir "$runs" "${resume[@]}" \
+    "${pt_args[@]}"
 fi
 squadqa train --config configs/scratch-full-cpu.toml --init "run:$pretrained" --runs-dir "$runs" "$@"
