@@ -6,7 +6,7 @@ sequence axes. The file then runs under ONNX Runtime (`squadqa.onnx_model.OnnxMo
 same features and span chooser as the Keras path (`QAPredictor.from_run_dir(runtime="onnx")`).
 
 Each exported file is checked before it replaces anything: its logits on real windows of the
-bundled sample, in two batches of other sizes than the export's example, against the Keras
+bundled sample, the export's example batch and one of another size and length, against the Keras
 model's. fp32 must agree within `tolerance`; int8 dynamic quantisation (onnxruntime's
 `quantize_dynamic`, int8 weights, activations quantised per batch) is reported, not bounded: its
 accuracy cost is a dev-F1 question (docs/results.md).
