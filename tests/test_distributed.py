@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 from conftest import TINY_TRAINING
 
@@ -120,7 +121,7 @@ def test_two_device_data_parallel_equals_one_device(tmp_path):
 
 def test_data_parallel_on_torch_stops_at_start_naming_jax():
     from squadqa.config import load_config
-    from squadqa.train import set_distribution
+    from squadqa.distributed import set_distribution
 
     config = load_config(None, ["train.distribution=data_parallel"])
     if os.environ.get("KERAS_BACKEND", "torch") == "jax":
@@ -198,3 +199,171 @@ def test_two_device_pretraining_killed_and_resumed_equals_one_device(tmp_path):
     one, two = losses("one"), losses("two")
     assert len(one) == result["one"]["steps_per_epoch"] >= 8
     assert two == pytest.approx(one, rel=1e-5)
+
+
+TWO_PROCESS_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import jax
+    from squadqa.distributed import Replicas, broadcast_text
+
+    exec(sys.argv[4])  # SCRIPT: trains and prints its RESULT line
+    replicas = Replicas(2, jax.process_index(), jax.process_count())
+    text = broadcast_text(f"process {jax.process_index()}: ünïcode", replicas)
+    print("BROADCAST " + json.dumps(text))
+    """
+)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_on_localhost_equal_one_device(tmp_path):
+    """Two JAX processes on 127.0.0.1 (jax.distributed, CPU collectives, one device each) train
+    with the losses of one process on one device; only process 0 writes anything."""
+    overrides = [
+        *TINY_TRAINING,
+        "tokenizer.kind=vocab",
+        f"tokenizer.path={fixed_tokenizer(tmp_path)}",
+        "data.max_train_samples=96",
+        "train.batch_size=4",
+        "train.epochs=1",
+        "model.hidden_dropout=0.0",
+        "model.attention_dropout=0.0",
+    ]
+    one = run_on_two_devices(tmp_path, SCRIPT, json.dumps(overrides), tmp_path / "one", "none")[
+        "none0"
+    ]
+    address = f"127.0.0.1:{free_port()}"
+    procs = []
+    for index in range(2):
+        env = {
+            **os.environ,
+            "KERAS_BACKEND": "jax",
+            "SQUADQA_CACHE": str(tmp_path / f"cache{index}"),
+            "KERAS_DISTRIBUTION_JOB_ADDRESSES": address,
+            "KERAS_DISTRIBUTION_NUM_PROCESSES": "2",
+            "KERAS_DISTRIBUTION_PROCESS_ID": str(index),
+        }
+        env.pop("XLA_FLAGS", None)
+        args = [json.dumps(overrides), str(tmp_path / f"root{index}"), "data_parallel", SCRIPT]
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", TWO_PROCESS_SCRIPT, *args],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+        )
+    outputs = []
+    try:
+        for proc in procs:
+            stdout, stderr = proc.communicate(timeout=900)
+            assert proc.returncode == 0, stderr[-3000:]
+            outputs.append(stdout)
+    finally:
+        for proc in procs:
+            proc.kill()
+    results = [json.loads(out.split("RESULT ", 1)[1].splitlines()[0]) for out in outputs]
+    texts = [json.loads(out.split("BROADCAST ", 1)[1].splitlines()[0]) for out in outputs]
+    assert texts == ["process 0: ünïcode"] * 2
+    first, second = results[0]["data_parallel0"], results[1]["data_parallel0"]
+    assert first["status"]["replicas"] == 2 and first["status"]["processes"] == 2
+    assert first["sizes"] == one["sizes"]  # batches of 4 split 2 ways: nothing is cut
+    assert len(one["steps"]) >= 20
+    assert first["steps"] == pytest.approx(one["steps"], rel=1e-5)
+    assert second["steps"] == pytest.approx(first["steps"], rel=1e-6)
+    assert first["status"]["best_dev_f1"] == pytest.approx(one["status"]["best_dev_f1"], abs=1e-6)
+    assert sorted(os.listdir(tmp_path / "root0" / "data_parallel0")) == sorted(
+        os.listdir(tmp_path / "one" / "none0")
+    )
+    # Process 1 wrote nothing: no run directory, no feature cache.
+    assert not (tmp_path / "root1").exists()
+    assert not (tmp_path / "cache1").exists() or not any((tmp_path / "cache1").rglob("*.npz"))
+
+
+TRAIN_RESUME_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import keras
+    import numpy as np
+    import squadqa.train as T
+    from squadqa.config import load_config
+    from squadqa.data import load_squad
+    from squadqa.features import build_features, pad_batch
+    from squadqa.tokenization import load_tokenizer
+
+    overrides, root = json.loads(sys.argv[1]), sys.argv[2]
+
+    class Kill(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+        def on_train_batch_end(self, step, logs=None):
+            if self.epoch == 1 and step == 2:
+                raise KeyboardInterrupt("killed in epoch 2")
+
+    out = {"one": T.train(load_config(None, overrides + ["name=one"]), root)}
+    two = load_config(None, overrides + ["name=two", "train.distribution=data_parallel"])
+    try:
+        T.train(two, root, extra_callbacks=[Kill()])
+    except KeyboardInterrupt:
+        out["killed"] = json.load(open(f"{root}/two/status.json"))
+    out["two"] = T.train(two, root, resume=True)
+
+    # The data-parallel run's model.keras on one device gives the one-device run's logits.
+    keras.distribution.set_distribution(None)
+    config = load_config(f"{root}/two/config.toml")
+    tokenizer = load_tokenizer(f"{root}/two/tokenizer.json")
+    examples = load_squad(config.data.dev, max_samples=8).examples
+    features = build_features(examples, tokenizer, config.features)
+    batch = pad_batch(features, list(range(len(features))), tokenizer.pad_id)
+    logits = [
+        np.asarray(keras.saving.load_model(f"{root}/{name}/model.keras").predict_on_batch(batch)
+                   ["start_logits"]).tolist()
+        for name in ("one", "two")
+    ]
+    out["logits"] = logits
+    print("RESULT " + json.dumps(out))
+    """
+)
+
+
+def test_two_device_training_killed_and_resumed_equals_one_device(tmp_path):
+    """`squadqa train` on two devices, killed in its second epoch and continued with --resume
+    from its epoch-1 checkpoint, ends where the uninterrupted one-device run ends; its model
+    loads on one device."""
+    overrides = [
+        *TINY_TRAINING,
+        "tokenizer.kind=vocab",
+        f"tokenizer.path={fixed_tokenizer(tmp_path)}",
+        "data.max_train_samples=96",
+        "train.batch_size=4",
+        "train.epochs=2",
+        "model.hidden_dropout=0.0",
+        "model.attention_dropout=0.0",
+    ]
+    root = tmp_path / "runs"
+    result = run_on_two_devices(tmp_path, TRAIN_RESUME_SCRIPT, json.dumps(overrides), root)
+    assert result["killed"]["status"] == "crashed" and result["killed"]["epochs_run"] == 1
+    one, two = result["one"], result["two"]
+    assert two["status"] == "finished" and two["replicas"] == 2 and two["epochs_run"] == 2
+
+    def lines(name: str) -> list[dict]:
+        return [
+            json.loads(line) for line in (root / name / "metrics.jsonl").read_text().splitlines()
+        ]
+
+    assert len(lines("two")) == 2  # the killed attempt's partial epoch left no line
+    for a, b in zip(lines("one"), lines("two"), strict=True):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-5)
+        assert b["dev_loss"] == pytest.approx(a["dev_loss"], rel=1e-5)
+        assert b["dev_f1"] == pytest.approx(a["dev_f1"], abs=1e-6)
+    assert two["best_dev_f1"] == pytest.approx(one["best_dev_f1"], abs=1e-6)
+    logits_one, logits_two = (np.asarray(x) for x in result["logits"])
+    assert np.abs(logits_one - logits_two).max() < 1e-4

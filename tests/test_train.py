@@ -184,3 +184,30 @@ def test_bf16_warning_follows_the_cpu_flags():
     assert (warning is None) == has_bf16
     if warning:
         assert "train.mixed_precision=false" in warning
+
+
+def test_a_bf16_run_saves_a_float32_model_with_its_best_weights(tmp_path: Path):
+    """Mixed precision is a training setting: model.keras computes in float32 (served on CPUs
+    without bf16 and by ONNX Runtime), holding the best checkpoint's weights exactly."""
+    import h5py
+    import keras
+
+    from squadqa.train import train
+
+    overrides = [*TINY, "name=bf16", "train.epochs=1", "train.mixed_precision=true"]
+    try:
+        train(load_config(None, overrides), tmp_path)
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    run = tmp_path / "bf16"
+    model = keras.saving.load_model(run / "model.keras")
+    policies = {layer.dtype_policy.name for layer in model._flatten_layers(include_self=True)}
+    assert policies == {"float32"}
+    with h5py.File(run / "checkpoints" / "best.weights.h5") as f:
+        saved = []
+        f.visititems(
+            lambda name, obj: saved.append(obj[()]) if isinstance(obj, h5py.Dataset) else None
+        )
+    # Every weight of the served model is one of the checkpoint's arrays, bit for bit.
+    for weight in model.get_weights():
+        assert any(w.shape == weight.shape and np.array_equal(w, weight) for w in saved)

@@ -132,13 +132,15 @@ def export_onnx(
         raise ValueError(f"ONNX export needs `pip install 'squadqa[onnx]'` ({err})") from None
     import torch
 
-    import squadqa.model  # noqa: F401  (registers QATransformer and its layers for loading)
+    import squadqa.model  # registers QATransformer and its layers for loading
     from squadqa.onnx_model import OnnxModel
 
     run_dir = Path(run_dir)
     if not (run_dir / rundir.MODEL).is_file():
         raise FileNotFoundError(f"{run_dir} has no {rundir.MODEL} (a finished `squadqa train` run)")
-    model = keras.models.load_model(run_dir / rundir.MODEL, safe_mode=True)
+    saved = keras.models.load_model(run_dir / rundir.MODEL, safe_mode=True)
+    model = squadqa.model.float32_model(saved.get_config())  # a model trained in bf16 too
+    model.set_weights(saved.get_weights())
     batches = check_batches(run_dir)
     with torch.no_grad():
         references = [model.predict_on_batch(batch) for batch in batches]

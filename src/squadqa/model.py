@@ -28,7 +28,14 @@ from keras import ops
 from squadqa.architecture import QAConfig
 from squadqa.layers import Embeddings, SpanHead, TransformerBlock
 
-__all__ = ["QAConfig", "QATransformer", "SpanLoss", "span_loss", "span_objective"]
+__all__ = [
+    "QAConfig",
+    "QATransformer",
+    "SpanLoss",
+    "float32_model",
+    "span_loss",
+    "span_objective",
+]
 
 
 @keras.saving.register_keras_serializable(package="squadqa")
@@ -127,6 +134,22 @@ class QATransformer(keras.Model):
         config = dict(config)
         qa_config = QAConfig.from_dict(config.pop("config"))
         return cls(qa_config, **config)
+
+
+def float32_model(config: dict[str, Any]) -> QATransformer:
+    """A fresh, built QATransformer of `config` (a `get_config()`) that computes in float32.
+
+    What a run saves for serving, whatever precision it trained in: bfloat16 is emulated, about
+    10x slower, on CPUs without AVX512-BF16 or AMX, and ONNX Runtime's CPU kernels lack it.
+    """
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")  # the sublayers take the global policy
+    try:
+        model = QATransformer.from_config({**config, "dtype": "float32"})
+        model.build()
+    finally:
+        keras.config.set_dtype_policy(previous)
+    return model
 
 
 @keras.saving.register_keras_serializable(package="squadqa")

@@ -87,7 +87,6 @@ class Predictions:
     def save(self, directory: str | Path) -> None:
         """`predictions.json` (official format), `nbest_predictions.json`, `null_odds.json`."""
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         rundir.write_json(directory / rundir.PREDICTIONS, self.answers)
         rundir.write_json(
             directory / rundir.NBEST,

@@ -30,6 +30,7 @@ from squadqa import objectives as obj
 from squadqa import rundir
 from squadqa.config import RunConfig, load_config
 from squadqa.data import Example, load_squad
+from squadqa.distributed import ONE_DEVICE, Replicas, join_processes, set_distribution
 from squadqa.inference import padding_multiple
 from squadqa.malloc import reuse_freed_memory
 from squadqa.model import QAConfig, QATransformer
@@ -38,12 +39,12 @@ from squadqa.pretrained import LoadReport
 from squadqa.rundir import RunRecord, now
 from squadqa.tokenization import QATokenizer, load_tokenizer
 from squadqa.train import (
-    ProgressBar,
     build_tokenizer,
     open_run_dir,
+    progress_bar,
     seed_epoch,
-    set_distribution,
     set_precision,
+    shared_tokenizer,
 )
 
 # Predicted positions / questions per row are padded to a multiple of this (few shapes for jax).
@@ -241,7 +242,7 @@ class PretrainBatches(keras.utils.PyDataset):
         batch_size: int,
         seed: int,
         multiple: int = 8,
-        replicas: int = 1,
+        replicas: Replicas = ONE_DEVICE,
     ) -> None:
         super().__init__()
         self.windows, self.tokenizer, self.config = windows, tokenizer, config
@@ -259,7 +260,7 @@ class PretrainBatches(keras.utils.PyDataset):
 
         self.epoch, self.start = epoch, start
         order = batch_order(self.windows.lengths, self.batch_size, True, self.seed + epoch)
-        self.order = split_evenly(order, self.replicas)  # data parallel: counted at start
+        self.order = split_evenly(order, self.replicas.devices)  # data parallel: counted at start
         lengths = self.windows.lengths
         self.dropped_per_epoch = len(lengths) - sum(len(b) for b in self.order)
         done = np.cumsum([int(lengths[b].sum()) for b in self.order])
@@ -273,8 +274,10 @@ class PretrainBatches(keras.utils.PyDataset):
         return len(self.order) - self.start
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        """The global batch (its masking drawn as in a one-process run); this process's rows."""
         step = self.start + index
-        return self.batch(self.order[step], obj.batch_rng(self.seed, self.epoch, step))
+        batch = self.batch(self.order[step], obj.batch_rng(self.seed, self.epoch, step))
+        return self.replicas.local_rows(batch)
 
     def batch(self, indices: Sequence[int], rng: np.random.Generator) -> dict[str, np.ndarray]:
         if self.config.objective == "span":
@@ -487,6 +490,7 @@ def pretrain(
     """Pretrain as configured; returns the final status. Writes everything to runs_dir/name."""
     if config.train.init != "scratch":
         raise ValueError(f"pretraining starts from scratch; train.init={config.train.init!r}")
+    join_processes()
     config, run_dir = open_run_dir(config, runs_dir, resume)
     t, p = config.train, config.pretrain
     malloc_tuned = reuse_freed_memory()
@@ -498,7 +502,7 @@ def pretrain(
     if resume and tokenizer_file.is_file():
         tokenizer = load_tokenizer(tokenizer_file)
     else:
-        tokenizer = build_tokenizer(config, examples)
+        tokenizer = shared_tokenizer(build_tokenizer(config, examples), replicas)
         tokenizer.save(run_dir)
     windows = obj.build_windows((e.context for e in examples), tokenizer, p.max_seq_length)
     print(f"pretraining windows: {windows.summary()}")
@@ -510,7 +514,7 @@ def pretrain(
     if batches.dropped_per_epoch:
         print(
             f"data parallel: {batches.dropped_per_epoch} of {len(windows)} pretraining windows "
-            f"left out of every epoch (its short batch, cut to a multiple of {replicas})"
+            f"left out of every epoch (its short batch, cut to a multiple of {replicas.devices})"
         )
     optimizer, schedule = make_optimizer(t, batches.steps_per_epoch * t.epochs)
     model.compile(optimizer=optimizer)
@@ -538,7 +542,8 @@ def pretrain(
         "pretrain_windows": len(windows),
         "pretrain_tokens": int(windows.lengths.sum()),
         "steps_per_epoch": batches.steps_per_epoch,
-        "replicas": replicas,
+        "replicas": replicas.devices,
+        **({"processes": replicas.process_count} if replicas.process_count > 1 else {}),
         "epochs_planned": t.epochs,
         "epochs_run": run.state["epoch"],
         "wall_time_s": run.state["wall_time_s"],
@@ -560,7 +565,7 @@ def pretrain(
                 shuffle=False,
                 callbacks=[
                     StepLog(run, batches, epoch),
-                    ProgressBar(batches, epoch, t.epochs),
+                    *progress_bar(batches, epoch, t.epochs, replicas),
                     *extra_callbacks,
                 ],
             )

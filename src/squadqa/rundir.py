@@ -29,6 +29,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,6 +55,16 @@ BEST_WEIGHTS = "best.weights.h5"
 STATE = "state.json"
 
 _writes = itertools.count()
+_writer = [True]  # False on the processes other than 0 of a multi-process run
+
+
+def set_writer(enabled: bool) -> None:
+    """Whether this process writes run files at all (`distributed.join_processes` sets it)."""
+    _writer[0] = enabled
+
+
+def writes() -> bool:
+    return _writer[0]
 
 
 def now() -> str:
@@ -67,8 +78,10 @@ def write_atomic(path: Path, write: Callable[[Path], Any]) -> None:
     The temporary name is unique to the process and call (two runs filling one feature cache
     never clash), lies in the same folder (so the rename is atomic) and keeps `path`'s suffix
     (`.tmp-812-3-last.weights.h5`: Keras and numpy pick the format from it). A failed write
-    leaves nothing behind.
+    leaves nothing behind. A process that does not write (`set_writer`) skips it.
     """
+    if not writes():
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".tmp-{os.getpid()}-{next(_writes)}-{path.name}")
@@ -100,13 +113,24 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def append_jsonl(path: Path, *lines: dict) -> None:
+    if not writes():
+        return
     with open(path, "a", encoding="utf-8") as f:
         f.writelines(json.dumps(line) + "\n" for line in lines)
 
 
 def save_weights(model: Any, path: Path) -> None:
-    """A Keras model's weights, atomically."""
-    write_atomic(path, model.save_weights)
+    """A Keras model's weights, atomically.
+
+    A process that does not write still reads the weights out, into a file it throws away:
+    on a multi-process run they are global arrays, and reading them is a step every process
+    must take together (process 0 alone would wait for the others for ever).
+    """
+    if writes():
+        write_atomic(path, model.save_weights)
+        return
+    with tempfile.TemporaryDirectory() as scratch:
+        model.save_weights(Path(scratch) / Path(path).name)
 
 
 def null_threshold(run_dir: Path) -> float | None:

@@ -22,10 +22,19 @@ from typing import Any
 import keras
 import numpy as np
 from keras import ops
+from tokenizers import Tokenizer
 
 from squadqa import rundir
-from squadqa.config import RunConfig, TrainConfig, dump_config, load_config
+from squadqa.config import RunConfig, dump_config, load_config
 from squadqa.data import Example, default_cache_dir, gold_answers, load_squad
+from squadqa.distributed import (
+    ONE_DEVICE,
+    Replicas,
+    broadcast_text,
+    join_processes,
+    no_distribution,
+    set_distribution,
+)
 from squadqa.evaluation import evaluate_v1, evaluate_v2_at_best_threshold
 from squadqa.features import (
     Features,
@@ -37,7 +46,7 @@ from squadqa.features import (
 from squadqa.inference import padding_multiple, predict_logits
 from squadqa.layers import MASKED_LOGIT
 from squadqa.malloc import reuse_freed_memory
-from squadqa.model import QAConfig, QATransformer, span_loss, span_objective
+from squadqa.model import QAConfig, QATransformer, float32_model, span_loss, span_objective
 from squadqa.optim import make_optimizer
 from squadqa.postprocess import Predictions, extract_answers
 from squadqa.rundir import RunRecord, now, write_json
@@ -88,36 +97,6 @@ def slow_bf16_warning() -> str | None:
     )
 
 
-def set_distribution(t: TrainConfig) -> int:
-    """The process-global Keras distribution for this run; returns the number of replicas.
-
-    `train.distribution = "data_parallel"`: `keras.distribution.DataParallel` over the first
-    `train.devices` local devices (all when 0), which Keras 3 implements on JAX only. Set either
-    way, so a data-parallel run never leaks into a later run of the same process.
-    """
-    if t.distribution not in ("none", "data_parallel"):
-        raise ValueError(f"train.distribution={t.distribution!r}: use none or data_parallel")
-    if t.distribution == "none":
-        if keras.backend.backend() == "jax":
-            keras.distribution.set_distribution(None)
-        return 1
-    backend = keras.backend.backend()
-    if backend != "jax":
-        raise ValueError(
-            f"train.distribution = 'data_parallel' runs on JAX only (KERAS_BACKEND=jax); "
-            f"{backend}: Keras 3.15 has no data-parallel model.fit there (see docs/distributed.md)"
-        )
-    available = keras.distribution.list_devices()
-    n = t.devices or len(available)
-    if not 1 <= n <= len(available):
-        raise ValueError(f"train.devices={t.devices}: this process sees {len(available)} devices")
-    if t.batch_size % n:
-        raise ValueError(f"train.batch_size={t.batch_size} must be a multiple of the {n} devices")
-    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=available[:n]))
-    print(f"data parallel over {n} devices: {', '.join(map(str, available[:n]))}")
-    return n
-
-
 def set_precision(mixed: bool) -> None:
     """The process-global dtype policy; set either way so it never leaks into a later run."""
     keras.mixed_precision.set_dtype_policy("mixed_bfloat16" if mixed else "float32")
@@ -139,7 +118,7 @@ class TrainBatches(keras.utils.PyDataset):
         batch_size: int,
         seed: int,
         multiple: int,
-        replicas: int = 1,
+        replicas: Replicas = ONE_DEVICE,
     ):
         super().__init__()
         self.features, self.pad_id, self.batch_size = features, pad_id, batch_size
@@ -151,7 +130,7 @@ class TrainBatches(keras.utils.PyDataset):
         order = batch_order(self.lengths, self.batch_size, True, self.seed * 1000 + epoch)
         # Data parallel: each batch must split evenly over the replicas; the one short batch of
         # an epoch loses its remainder (counted, and printed once per run).
-        self.order = split_evenly(order, self.replicas)
+        self.order = split_evenly(order, self.replicas.devices)
         self.dropped_per_epoch = len(self.lengths) - sum(len(b) for b in self.order)
         # Real (non-padding) tokens after each batch of this epoch, for tokens/s.
         self.cumulative_tokens = np.cumsum([int(self.lengths[b].sum()) for b in self.order])
@@ -160,13 +139,14 @@ class TrainBatches(keras.utils.PyDataset):
         return len(self.order)
 
     def __getitem__(self, index: int) -> tuple[dict, dict]:
+        """The global batch, padded to its longest row; of it, only this process's rows."""
         indices = self.order[index]
         inputs = pad_batch(self.features, indices, self.pad_id, self.multiple)
         targets = {
             "start_logits": self.features.start_positions[indices],
             "end_logits": self.features.end_positions[indices],
         }
-        return inputs, targets
+        return self.replicas.local_rows((inputs, targets))
 
 
 def mean_span_loss(features: Features, starts: Sequence[np.ndarray], ends: Sequence[np.ndarray]):
@@ -198,7 +178,7 @@ class Prepared:
     dev_features: Features
     model: QATransformer
     init: str
-    replicas: int = 1  # data-parallel replicas (train.distribution)
+    replicas: Replicas = ONE_DEVICE  # data parallel (train.distribution)
 
 
 def _pretrained_path(init: str) -> str | None:
@@ -229,6 +209,13 @@ def build_tokenizer(config: RunConfig, train_examples: Sequence[Example]) -> QAT
     raise ValueError(f"tokenizer.kind={kind!r}: use train, vocab or pretrained")
 
 
+def shared_tokenizer(tokenizer: QATokenizer, replicas: Replicas) -> QATokenizer:
+    """Process 0's tokenizer on every process of a multi-process run (the same one otherwise)."""
+    if replicas.process_count == 1:
+        return tokenizer
+    return QATokenizer(Tokenizer.from_str(broadcast_text(tokenizer.tokenizer.to_str(), replicas)))
+
+
 def build_model(config: RunConfig, vocab_size: int) -> tuple[QATransformer, str]:
     init = config.train.init
     dropout = {k: v for k, v in config.model.items() if "dropout" in k}
@@ -253,7 +240,9 @@ def build_model(config: RunConfig, vocab_size: int) -> tuple[QATransformer, str]
     return model, "scratch"
 
 
-def prepare(config: RunConfig, run_dir: Path, resume: bool) -> Prepared:
+def prepare(
+    config: RunConfig, run_dir: Path, resume: bool, replicas: Replicas = ONE_DEVICE
+) -> Prepared:
     data_cfg = config.data
     train = load_squad(
         data_cfg.train,
@@ -278,7 +267,7 @@ def prepare(config: RunConfig, run_dir: Path, resume: bool) -> Prepared:
     if resume and tokenizer_file.is_file():
         tokenizer = load_tokenizer(tokenizer_file)
     else:
-        tokenizer = build_tokenizer(config, train.examples)
+        tokenizer = shared_tokenizer(build_tokenizer(config, train.examples), replicas)
         tokenizer.save(run_dir)
     feature_config = config.features
     cache = feature_cache_dir()
@@ -289,7 +278,15 @@ def prepare(config: RunConfig, run_dir: Path, resume: bool) -> Prepared:
     print(f"peak memory after loading and featurising: {peak_rss_mb():.0f} MB")
     model, init = build_model(config, tokenizer.vocab_size)
     return Prepared(
-        config, tokenizer, train.examples, dev.examples, train_features, dev_features, model, init
+        config,
+        tokenizer,
+        train.examples,
+        dev.examples,
+        train_features,
+        dev_features,
+        model,
+        init,
+        replicas,
     )
 
 
@@ -348,7 +345,7 @@ def evaluate_dev(prep: Prepared, model: keras.Model) -> tuple[dict, Predictions,
         prep.tokenizer.pad_id,
         t.eval_batch_size,
         padding_multiple(t.length_multiple),
-        prep.replicas,
+        prep.replicas.devices,
     )
     predictions = extract_answers(
         prep.dev_examples, prep.dev_features, starts, ends, prep.config.postprocess
@@ -399,6 +396,13 @@ class ProgressBar(keras.callbacks.Callback):
         self.bar.close()
 
 
+def progress_bar(
+    batches: keras.utils.PyDataset, epoch: int, epochs: int, replicas: Replicas
+) -> list[keras.callbacks.Callback]:
+    """The epoch's progress bar, shown by process 0 only."""
+    return [ProgressBar(batches, epoch, epochs)] if replicas.is_main else []
+
+
 def open_run_dir(config: RunConfig, runs_dir: str | Path, resume: bool) -> tuple[RunConfig, Path]:
     """The run directory, made ready: a fresh one, or (--resume) the saved config of an old one."""
     run_dir = Path(runs_dir) / config.name
@@ -412,8 +416,8 @@ def open_run_dir(config: RunConfig, runs_dir: str | Path, resume: bool) -> tuple
             f"{run_dir} already holds a run: pass --resume to continue it, or pick another "
             f"name with --set name=..."
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / rundir.CHECKPOINTS).mkdir(exist_ok=True)
+    if rundir.writes():
+        (run_dir / rundir.CHECKPOINTS).mkdir(parents=True, exist_ok=True)
     rundir.write_text(run_dir / rundir.CONFIG, dump_config(config))
     return config, run_dir
 
@@ -425,6 +429,7 @@ def train(
     extra_callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> dict[str, Any]:
     """Train as configured; returns the final status. Writes everything to runs_dir/name."""
+    join_processes()
     config, run_dir = open_run_dir(config, runs_dir, resume)
 
     t = config.train
@@ -432,8 +437,7 @@ def train(
     keras.utils.set_random_seed(t.seed)
     set_precision(t.mixed_precision)
     replicas = set_distribution(t)
-    prep = prepare(config, run_dir, resume)
-    prep.replicas = replicas
+    prep = prepare(config, run_dir, resume, replicas)
     model = prep.model
     batches = TrainBatches(
         prep.train_features,
@@ -446,7 +450,8 @@ def train(
     if batches.dropped_per_epoch:
         print(
             f"data parallel: {batches.dropped_per_epoch} of {len(prep.train_features)} train "
-            f"features left out of every epoch (its short batch, cut to a multiple of {replicas})"
+            f"features left out of every epoch (its short batch, cut to a multiple of "
+            f"{replicas.devices})"
         )
     compile_model(model, config, len(batches))
 
@@ -474,7 +479,8 @@ def train(
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "backend": keras.backend.backend(),
-        "replicas": replicas,
+        "replicas": replicas.devices,
+        **({"processes": replicas.process_count} if replicas.process_count > 1 else {}),
         "malloc_tuned": malloc_tuned,
         "init": prep.init,
         "parameters": int(model.count_params()),
@@ -489,7 +495,7 @@ def train(
         "wall_time_s": state["wall_time_s"],
     }
     record.write_status()
-    tracker: Tracker = make_tracker(config, run_dir)
+    tracker: Tracker = make_tracker(config, run_dir) if replicas.is_main else Tracker()
     tracker.start(config, record.status)
 
     try:
@@ -521,7 +527,7 @@ def _epochs(
         batches.set_epoch(epoch)
         callbacks = [
             EpochSeed(t.seed),
-            ProgressBar(batches, epoch, t.epochs),
+            *progress_bar(batches, epoch, t.epochs, prep.replicas),
             *extra_callbacks,
             *tracker.callbacks(),
         ]
@@ -588,9 +594,14 @@ def _epochs(
 
 
 def _export_best(model: QATransformer, checkpoints: Path) -> None:
-    """model.keras: the best epoch's weights as a self-contained Keras model for serving."""
-    model.load_weights(checkpoints / rundir.BEST_WEIGHTS)
-    export = QATransformer.from_config(model.get_config())  # uncompiled: no optimizer state
-    export.build()
-    export.set_weights(model.get_weights())
+    """model.keras: the best epoch's checkpoint in a fresh, uncompiled float32 model for serving.
+
+    Written by process 0 alone (in a multi-process run), so the model is built outside the
+    data-parallel distribution and reads the checkpoint file, not the global training arrays.
+    """
+    if not rundir.writes():
+        return
+    with no_distribution():
+        export = float32_model(model.get_config())
+        export.load_weights(checkpoints / rundir.BEST_WEIGHTS)
     rundir.write_atomic(checkpoints.parent / rundir.MODEL, export.save)
