@@ -3,8 +3,8 @@
 # fine-tuned FT_EPOCHS epochs on the 44-article split (train.json.gz), dev = all of dev.json.gz,
 # the same way as the "none" row of scripts/pretrain-ablation.sh (same vocabulary: VOCAB, the
 # tokenizer.json of an MLM pretraining run of configs/pretrain-mlm.toml). Sizes (parameters with
-# the 8k vocabulary): s 128 wide x 3 layers (1.6M, the preset's), m 256 x 4 (about 5M), l 384 x 6
-# (about 13M, MiniLM's encoder shape). One seed (0); each run lands in $RUNS as size-<s|m|l>.
+# the 8k vocabulary): s 128 wide x 3 layers (1.6M, the preset's), m 256 x 4 (5.2M), l 384 x 6
+# (13.7M, MiniLM's encoder shape). One seed (0); each run lands in $RUNS as size-<s|m|l>.
 #   RUNS=runs/ablation VOCAB=runs/ablation/pt-mlm-e4/tokenizer.json [FT_EPOCHS=2] [SIZES="s m l"] \
 #     [FT_ARGS="--set train.mixed_precision=true"] bash scripts/model-size-ablation.sh
 # Try it tiny first: FT_ARGS="--set data.max_train_samples=64 --set data.max_dev_samples=32".

@@ -71,6 +71,21 @@ def fixed_tokenizer(path) -> str:
     return str(train_wordpiece(training_texts(examples), 1500).save(path))
 
 
+def equal_training(tmp_path, epochs: int) -> list[str]:
+    """A tiny training config whose runs can be compared step for step: one shared vocabulary,
+    no dropout, batches of 4 (an even split over 2 devices or processes)."""
+    return [
+        *TINY_TRAINING,
+        "tokenizer.kind=vocab",
+        f"tokenizer.path={fixed_tokenizer(tmp_path)}",
+        "data.max_train_samples=96",
+        "train.batch_size=4",
+        f"train.epochs={epochs}",
+        "model.hidden_dropout=0.0",
+        "model.attention_dropout=0.0",
+    ]
+
+
 def run_on_two_devices(tmp_path, script: str, *args) -> dict:
     """`script` in a JAX subprocess with two virtual CPU devices; its `RESULT {json}` line."""
     env = {
@@ -91,16 +106,7 @@ def run_on_two_devices(tmp_path, script: str, *args) -> dict:
 
 
 def test_two_device_data_parallel_equals_one_device(tmp_path):
-    overrides = [
-        *TINY_TRAINING,
-        "tokenizer.kind=vocab",
-        f"tokenizer.path={fixed_tokenizer(tmp_path)}",
-        "data.max_train_samples=96",
-        "train.batch_size=4",
-        "train.epochs=1",
-        "model.hidden_dropout=0.0",
-        "model.attention_dropout=0.0",
-    ]
+    overrides = equal_training(tmp_path, epochs=1)
     result = run_on_two_devices(tmp_path, SCRIPT, json.dumps(overrides), tmp_path / "runs", RUNS)
     one, two = result["none0"], result["data_parallel1"]
     assert one["status"]["replicas"] == 1 and two["status"]["replicas"] == 2
@@ -226,16 +232,7 @@ def free_port() -> int:
 def test_two_processes_on_localhost_equal_one_device(tmp_path):
     """Two JAX processes on 127.0.0.1 (jax.distributed, CPU collectives, one device each) train
     with the losses of one process on one device; only process 0 writes anything."""
-    overrides = [
-        *TINY_TRAINING,
-        "tokenizer.kind=vocab",
-        f"tokenizer.path={fixed_tokenizer(tmp_path)}",
-        "data.max_train_samples=96",
-        "train.batch_size=4",
-        "train.epochs=1",
-        "model.hidden_dropout=0.0",
-        "model.attention_dropout=0.0",
-    ]
+    overrides = equal_training(tmp_path, epochs=1)
     one = run_on_two_devices(tmp_path, SCRIPT, json.dumps(overrides), tmp_path / "one", "none")[
         "none0"
     ]
@@ -338,16 +335,7 @@ def test_two_device_training_killed_and_resumed_equals_one_device(tmp_path):
     """`squadqa train` on two devices, killed in its second epoch and continued with --resume
     from its epoch-1 checkpoint, ends where the uninterrupted one-device run ends; its model
     loads on one device."""
-    overrides = [
-        *TINY_TRAINING,
-        "tokenizer.kind=vocab",
-        f"tokenizer.path={fixed_tokenizer(tmp_path)}",
-        "data.max_train_samples=96",
-        "train.batch_size=4",
-        "train.epochs=2",
-        "model.hidden_dropout=0.0",
-        "model.attention_dropout=0.0",
-    ]
+    overrides = equal_training(tmp_path, epochs=2)
     root = tmp_path / "runs"
     result = run_on_two_devices(tmp_path, TRAIN_RESUME_SCRIPT, json.dumps(overrides), root)
     assert result["killed"]["status"] == "crashed" and result["killed"]["epochs_run"] == 1
