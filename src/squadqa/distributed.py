@@ -174,7 +174,6 @@ def broadcast_text(text: str, replicas: Replicas) -> str:
 
     data = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
     size = int(multihost_utils.broadcast_one_to_all(np.int64(len(data))))
-    padded = np.zeros(size, np.uint8)
-    padded[: min(size, len(data))] = data[:size]
-    received = np.asarray(multihost_utils.broadcast_one_to_all(padded))
-    return received.tobytes().decode("utf-8")
+    # Only process 0's values travel; the others send a buffer of the right shape.
+    sent = data if replicas.is_main else np.zeros(size, np.uint8)
+    return np.asarray(multihost_utils.broadcast_one_to_all(sent)).tobytes().decode("utf-8")
