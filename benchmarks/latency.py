@@ -17,13 +17,17 @@ What is measured:
      `torch.inference_mode()`, softmax start/end, the outer-product / band / top-k decoding of
      its `decode_spans`. The table says which ran.
    Both sides: `max_seq_length=384`, `doc_stride=128`, one process, the same torch threads.
-   One untimed warm-up round, then repetitions interleaved A/B, B/A, ... so load from other
-   processes hits both alike. The ratio column is HF's time over squadqa's (> 1: squadqa faster).
+   One untimed warm-up round, then blocks of `--block` calls interleaved A/B, B/A, ... so load
+   from other processes hits both alike; each block's first call is untimed, since torch's and
+   ONNX Runtime's worker threads spin on for a while after a call and would otherwise slow the
+   next runtime's first call. The ratio column is each p50 over HF's (< 1: squadqa faster).
    Before timing, the script checks that both give the same logits for the same tokens.
    Unless `--skip-onnx`: the same run exported by `squadqa export --quantize int8` and timed
    through `QAPredictor.from_run_dir(runtime="onnx" / "onnx-int8")` (ONNX Runtime with its
    default threads, one per core). The same table again for a long context (bundled paragraphs
    joined until it makes `--long-windows` windows), unless `--long-windows 0`.
+   Then the batching gain (`--batch-rows`): each model call alone on that window at batch 1
+   and at 16 copies of it, time per window: what request batching can buy at most.
 2. **Server throughput**: `squadqa serve` on the same run directory, started as a separate process
    on 127.0.0.1 (so the load generator does not share its interpreter), driven by an `httpx`
    async client that keeps `c` requests in flight, for each `c` in `--concurrency`; `--requests`
@@ -33,7 +37,8 @@ What is measured:
 
 Run from the repository root: `PYTHONPATH=src python benchmarks/latency.py [--repeats 50]
 [--requests 200] [--concurrency 1,8,16] [--servers keras,keras+batch,onnx-int8+batch]
-[--threads N] [--skip-hf] [--skip-onnx] [--skip-server] [--long-windows 5]`.
+[--threads N] [--skip-hf] [--skip-onnx] [--skip-server] [--long-windows 5] [--block 5]
+[--batch-rows 16]`.
 """
 
 from __future__ import annotations
@@ -82,14 +87,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--long-windows", type=int, default=5, help="windows of the long context (0: none)"
     )
     parser.add_argument(
+        "--block", type=int, default=5, help="timed calls in a row per implementation and round"
+    )
+    parser.add_argument(
+        "--batch-rows",
+        type=int,
+        default=16,
+        help="model-call rows of the batching-gain table (0 or 1: no table)",
+    )
+    parser.add_argument(
         "--servers",
         default="keras,keras+batch",
         help="comma-separated RUNTIME[+batch] servers to load (runtime: keras, onnx, onnx-int8)",
     )
     args = parser.parse_args(argv)
     args.server_list = [s.strip() for s in args.servers.split(",") if s.strip()]
-    if args.repeats < 1 or args.requests < 1:
-        parser.error("--repeats and --requests must be at least 1")
+    if args.repeats < 1 or args.requests < 1 or args.block < 1:
+        parser.error("--repeats, --requests and --block must be at least 1")
     args.levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
     if not args.levels or min(args.levels) < 1:
         parser.error("--concurrency needs positive integers, e.g. 1,8,16")
@@ -168,6 +182,22 @@ def build_hf(predictor: Any, workdir: Path) -> tuple[Any, Any]:
     model = BertForQuestionAnswering.from_pretrained(hf_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(source)
     return model, tokenizer
+
+
+class HFCall:
+    """HF's model behind `predict_on_batch`, for the batching-gain table."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def predict_on_batch(self, batch: dict[str, Any]) -> Any:
+        import torch
+
+        with torch.inference_mode():
+            names = ("input_ids", "token_type_ids", "attention_mask")
+            return self.model(
+                **{k: torch.as_tensor(batch[k], dtype=torch.long) for k in names}
+            ).start_logits
 
 
 def check_same_logits(predictor: Any, model: Any, tokenizer: Any, context: str, question: str):
@@ -278,19 +308,73 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[index]
 
 
-def time_latency(runners: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
-    """Interleaved repetitions: A/B on even rounds, B/A on odd ones."""
+def time_latency(
+    runners: dict[str, Callable[[], Any]], repeats: int, block: int = 1
+) -> dict[str, list[float]]:
+    """Interleaved blocks: A/B on even rounds, B/A on odd ones, `block` timed calls each.
+
+    Each block starts with one untimed call: torch's OpenMP workers and ONNX Runtime's pool both
+    spin for a while after a call, so the first call after the other runtime's shares the cores
+    with those spinning threads, which a process serving one runtime never sees.
+    """
     names = list(runners)
     for name in names:  # untimed warm-up
         runners[name]()
     times: dict[str, list[float]] = {name: [] for name in names}
     gc.collect()
-    for r in range(repeats):
+    for r in range(-(-repeats // block)):
         for name in names if r % 2 == 0 else reversed(names):
-            started = time.perf_counter()
             runners[name]()
-            times[name].append(time.perf_counter() - started)
+            for _ in range(min(block, repeats - len(times[name]))):
+                started = time.perf_counter()
+                runners[name]()
+                times[name].append(time.perf_counter() - started)
     return times
+
+
+def batch_gain(
+    models: dict[str, Any], batch: dict[str, Any], rows: int, repeats: int
+) -> dict[str, tuple[float, float]]:
+    """Model call alone: seconds per window at batch 1 and at `rows` copies of the window.
+
+    What request batching can buy at most: on a CPU whose cores one window already keeps busy,
+    a batch of 16 costs 16 windows' time.
+    """
+    import numpy as np
+
+    big = {name: np.repeat(np.asarray(v), rows, axis=0) for name, v in batch.items()}
+    runners = {
+        f"{name}|{n}": (lambda m=m, b=b: m.predict_on_batch(b))
+        for name, m in models.items()
+        for n, b in ((1, batch), (rows, big))
+    }
+    times = time_latency(runners, repeats, block=max(1, repeats // 2))
+    return {
+        name: (
+            statistics.median(times[f"{name}|1"]),
+            statistics.median(times[f"{name}|{rows}"]) / rows,
+        )
+        for name in models
+    }
+
+
+MODEL_LABELS = {
+    "squadqa": "squadqa Keras model (torch backend)",
+    "onnx": "squadqa ONNX Runtime fp32",
+    "onnx-int8": "squadqa ONNX Runtime int8",
+    "hf": "HF `BertForQuestionAnswering` (torch, `inference_mode`)",
+}
+
+
+def batch_gain_table(gains: dict[str, tuple[float, float]], rows: int) -> str:
+    lines = [
+        f"| model call | ms per window, batch 1 | ms per window, batch {rows} | gain |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, (one, many) in gains.items():
+        row = f"| {MODEL_LABELS[name]} | {1000 * one:.1f} | {1000 * many:.1f} | {one / many:.2f}x |"
+        lines.append(row)
+    return "\n".join(lines)
 
 
 def latency_table(times: dict[str, list[float]], labels: dict[str, str]) -> str:
@@ -512,12 +596,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             if hf is not None:
                 runners["hf"] = lambda text=text, asked=asked: hf(text, asked)
             windows = len(predictor.features([Example("x", "", text, asked, ())]))
-            times = time_latency(runners, args.repeats)
+            times = time_latency(runners, args.repeats, args.block)
             print(
                 f"\nlatency, {title} ({len(text.split())} words, {windows} window(s)), "
-                f"{args.repeats} interleaved repetitions each:"
+                f"{args.repeats} repetitions each, interleaved in blocks of {args.block}:"
             )
             print(latency_table(times, labels))
+        if args.batch_rows > 1:
+            from squadqa.features import pad_batch
+
+            features = predictor.features([Example("x", "", context, question, ())])
+            batch = pad_batch(features, [0], predictor.tokenizer.pad_id, multiple=1)
+            models = {name: p.model for name, p in predictors.items()}
+            if hf is not None:
+                models["hf"] = HFCall(model)
+            gains = batch_gain(models, batch, args.batch_rows, args.repeats)
+            print(f"\nmodel call alone, the one-question window at batch 1 and {args.batch_rows}:")
+            print(batch_gain_table(gains, args.batch_rows))
         failed = 0
         if not args.skip_server:
             failed = throughput(run_dir, args, context, question)
