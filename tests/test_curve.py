@@ -73,3 +73,16 @@ def test_curve_resumes_a_killed_point_without_redoing_finished_ones(tmp_path, mo
     table = (tmp_path / "curve" / CURVE_TABLE).read_text()
     assert "| tiny | 1 |" in table and "| tiny | 2 |" in table
     assert (tmp_path / "curve" / CURVE_PLOT).stat().st_size > 5_000
+
+    # --no-train: the table of what is on disk; nothing is trained, a missing size says so.
+    def no_train(point, runs_dir, resume=False):
+        raise AssertionError(f"--no-train trained {point.name}")
+
+    monkeypatch.setattr(squadqa.train, "train", no_train)
+    (tmp_path / "curve" / CURVE_PLOT).unlink()
+    run_curve([config], [1, 2, 3], tmp_path / "curve", train=False)
+    table = (tmp_path / "curve" / CURVE_TABLE).read_text()
+    assert "| tiny | 2 |" in table and "tiny-a2 | finished |" in table
+    assert "| tiny | 3 | - | - | - |" in table and "tiny-a3 | not run |" in table
+    assert not (tmp_path / "curve" / "tiny-a3").exists()
+    assert (tmp_path / "curve" / CURVE_PLOT).stat().st_size > 5_000

@@ -162,7 +162,7 @@ def _cmd_curve(args: argparse.Namespace) -> int:
     from squadqa.curve import curve_command
 
     sizes = [int(n) for n in args.articles.split(",") if n.strip()]
-    return curve_command(args.config, sizes, args.runs_dir, args.set or [])
+    return curve_command(args.config, sizes, args.runs_dir, args.set or [], not args.no_train)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -427,6 +427,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cu.add_argument("--set", action="append", metavar="KEY=VALUE", help="override for every run")
     cu.add_argument("--runs-dir", default="runs/curve")
+    cu.add_argument(
+        "--no-train",
+        action="store_true",
+        help="train nothing: the table and plot of the points already in --runs-dir",
+    )
     cu.set_defaults(func=_cmd_curve)
 
     rp = sub.add_parser("report", help="report.md + plots + error analysis of runs")
