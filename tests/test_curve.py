@@ -55,6 +55,9 @@ def test_curve_resumes_a_killed_point_without_redoing_finished_ones(tmp_path, mo
     finished = (tmp_path / "curve" / "tiny-a1" / "metrics.jsonl").read_text()
     status = json.loads((tmp_path / "curve" / "tiny-a2" / "status.json").read_text())
     assert status["status"] == "crashed"
+    run_curve([config], [1, 2], tmp_path / "curve", train=False)  # --no-train: says so, trains not
+    assert calls == [("tiny-a1", False), ("tiny-a2", False)]
+    assert "tiny-a2 | crashed |" in (tmp_path / "curve" / CURVE_TABLE).read_text()
 
     calls.clear()
 

@@ -12,8 +12,8 @@ import numpy as np
 
 # ORT fuses each residual Add + LayerNormalization into one SkipLayerNormalization node, whose CPU
 # kernel (onnxruntime 1.32) took 0.4 ms on a [1, 189, 384] tensor, a fifth of MiniLM's int8
-# forward; the unfused pair is faster: int8 14.3 -> 12.3 ms, fp32 26.2 -> 24.1 ms (2 threads,
-# docs/results.md). Logits are unchanged (fp32 within 1e-6).
+# forward; the unfused pair is faster: int8 14.3 -> 12.2-12.5 ms, fp32 26.2 -> 24.1-24.5 ms (2
+# threads, docs/results.md). Logits are unchanged (fp32 within 1e-6).
 DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
 
 
