@@ -185,7 +185,7 @@ def build_hf(predictor: Any, workdir: Path) -> tuple[Any, Any]:
 
 
 class HFCall:
-    """HF's model behind `predict_on_batch`, for the batching-gain table."""
+    """HF's model behind `predict_on_batch` (squadqa's batch dict in, HF's output out)."""
 
     def __init__(self, model: Any) -> None:
         self.model = model
@@ -195,29 +195,20 @@ class HFCall:
 
         with torch.inference_mode():
             names = ("input_ids", "token_type_ids", "attention_mask")
-            return self.model(
-                **{k: torch.as_tensor(batch[k], dtype=torch.long) for k in names}
-            ).start_logits
+            return self.model(**{k: torch.as_tensor(batch[k], dtype=torch.long) for k in names})
 
 
 def check_same_logits(predictor: Any, model: Any, tokenizer: Any, context: str, question: str):
     """Both models see the same tokens and must give the same logits (else timing is moot)."""
     import numpy as np
-    import torch
 
     encoded = tokenizer(question, context, truncation="only_second", max_length=MAX_SEQ_LENGTH)
     ids = np.asarray([encoded["input_ids"]], dtype=np.int32)
     types = np.asarray([encoded["token_type_ids"]], dtype=np.int32)
     ones = np.ones_like(ids)
-    ours = predictor.model.predict_on_batch(
-        {"input_ids": ids, "token_type_ids": types, "attention_mask": ones, "span_mask": ones}
-    )
-    with torch.inference_mode():
-        theirs = model(
-            input_ids=torch.as_tensor(ids, dtype=torch.long),
-            token_type_ids=torch.as_tensor(types, dtype=torch.long),
-            attention_mask=torch.as_tensor(ones, dtype=torch.long),
-        )
+    batch = {"input_ids": ids, "token_type_ids": types, "attention_mask": ones, "span_mask": ones}
+    ours = predictor.model.predict_on_batch(batch)
+    theirs = HFCall(model).predict_on_batch(batch)
     diff = max(
         float(np.abs(np.asarray(ours["start_logits"]) - theirs.start_logits.numpy()).max()),
         float(np.abs(np.asarray(ours["end_logits"]) - theirs.end_logits.numpy()).max()),
