@@ -282,6 +282,11 @@ def test_fine_tuning_from_a_pretraining_run_keeps_every_encoder_tensor(
         tmp_path,
     )
     assert status["init"] == "run:pt" and status["status"] == "finished"
+    # config.toml records the encoder that was trained: the pretraining run's architecture
+    # (rotary, pre-LN), not this config's [model] defaults (learned positions, post-LN).
+    saved = load_config(tmp_path / "ft" / "config.toml").model
+    assert saved["position_embedding"] == "rotary" and saved["norm_first"] is True
+    assert saved["hidden_size"] == 32 and saved["num_layers"] == 1
 
 
 def test_pretraining_never_reads_the_dev_split(tmp_path: Path, sample_tokenizer):

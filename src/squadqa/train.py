@@ -15,7 +15,7 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -277,6 +277,9 @@ def prepare(
     print(f"dev features:   {dev_features.stats.summary()}")
     print(f"peak memory after loading and featurising: {peak_rss_mb():.0f} MB")
     model, init = build_model(config, tokenizer.vocab_size)
+    if init != "scratch":  # record the checkpoint's architecture, not [model]'s unused keys
+        architecture = {k: v for k, v in asdict(model.config).items() if k != "vocab_size"}
+        config = replace(config, model=architecture)
     return Prepared(
         config,
         tokenizer,
@@ -438,7 +441,8 @@ def train(
     set_precision(t.mixed_precision)
     replicas = set_distribution(t)
     prep = prepare(config, run_dir, resume, replicas)
-    model = prep.model
+    config, model = prep.config, prep.model
+    rundir.write_text(run_dir / rundir.CONFIG, dump_config(config))
     batches = TrainBatches(
         prep.train_features,
         prep.tokenizer.pad_id,
