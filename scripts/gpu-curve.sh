@@ -12,7 +12,8 @@
 # scores only at its end, so a cut HF run gives nothing). The records (config, status, metrics,
 # eval, predictions; no checkpoints), curve.md/.png and the logs go to $OUT (or ./curve-out).
 # Try it on the CPU first with tiny runs:
-#   DEVICE=cpu OUT=/tmp/try ARTICLES=1,2 EPOCHS=1 SET="--set data.max_dev_samples=20" \
+#   DEVICE=cpu OUT=/tmp/try ARTICLES=1,2 EPOCHS=1 \
+#     SET="--set data.max_train_samples=40 --set data.max_dev_samples=20" \
 #     HF_ARGS="--max-train-samples 40 --max-dev-samples 20" bash scripts/gpu-curve.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,7 +38,8 @@ common=(--set "data.train=\"$data/train-full.json.gz\"" --set "data.dev=\"$data/
 [ -n "${EPOCHS:-}" ] && common+=(--set "train.epochs=$EPOCHS")
 deadline="${DEADLINE:-540}"
 pids=()
-IFS=, read -ra sizes <<< "${ARTICLES:-110,242,442}"
+articles="${ARTICLES:-110,242,442}"
+IFS=, read -ra sizes <<< "$articles"
 for n in "${sizes[@]}"; do
   timeout "$deadline" python3 -m squadqa.cli curve --config configs/minilm-finetune.toml \
     --articles "$n" --runs-dir "$runs" "${common[@]}" "${extra[@]}" > "$out/curve-a$n.log" 2>&1 &
@@ -54,7 +56,7 @@ if [ "${HF:-1}" = 1 ]; then
 fi
 for pid in "${pids[@]}"; do wait "$pid" || echo "process $pid exited with $?" | tee -a "$out/exits.txt"; done
 python3 -m squadqa.cli curve --no-train --config configs/minilm-finetune.toml \
-  --articles "${ARTICLES:-110,242,442}" --runs-dir "$runs" "${common[@]}" "${extra[@]}" \
+  --articles "$articles" --runs-dir "$runs" "${common[@]}" "${extra[@]}" \
   > "$out/curve-table.log" 2>&1 || true
 cp "$runs"/curve.md "$runs"/curve.png "$out"/ 2>/dev/null || true
 for run in "$runs"/*/; do

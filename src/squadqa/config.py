@@ -18,10 +18,18 @@ from squadqa.objectives import PretrainConfig
 from squadqa.postprocess import SpanConfig
 from squadqa.settings import help_of, setting
 
+# The [model] section's keys: every QAConfig field except vocab_size (from the tokenizer).
+MODEL_FIELDS = tuple(f for f in dataclasses.fields(QAConfig) if f.name != "vocab_size")
+
 
 def model_defaults() -> dict[str, Any]:
-    """QAConfig's own defaults: every architecture key except vocab_size (from the tokenizer)."""
-    return {f.name: f.default for f in dataclasses.fields(QAConfig) if f.name != "vocab_size"}
+    """QAConfig's own defaults, as a [model] section."""
+    return {f.name: f.default for f in MODEL_FIELDS}
+
+
+def architecture_settings(architecture: QAConfig) -> dict[str, Any]:
+    """`architecture` as a [model] section (what a run built from a checkpoint records)."""
+    return {f.name: getattr(architecture, f.name) for f in MODEL_FIELDS}
 
 
 @dataclass
@@ -113,11 +121,7 @@ def describe_settings() -> list[tuple[str, Any, str]]:
     for f in dataclasses.fields(RunConfig):
         value = getattr(defaults, f.name)
         if f.name == "model":
-            rows.extend(
-                (f"model.{m.name}", m.default, help_of(m))
-                for m in dataclasses.fields(QAConfig)
-                if m.name != "vocab_size"
-            )
+            rows.extend((f"model.{m.name}", m.default, help_of(m)) for m in MODEL_FIELDS)
         elif dataclasses.is_dataclass(value):
             rows.extend(
                 (f"{f.name}.{s.name}", getattr(value, s.name), help_of(s))
@@ -160,7 +164,7 @@ def _model_section(values: Any, where: str) -> dict[str, Any]:
     """Architecture keys, checked against QAConfig (vocab_size comes from the tokenizer)."""
     if not isinstance(values, dict):
         raise ValueError(f"{where} must be a table, got {values!r}")
-    known = {f.name for f in dataclasses.fields(QAConfig)} - {"vocab_size"}
+    known = {f.name for f in MODEL_FIELDS}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {unknown} (known: {', '.join(sorted(known))})")

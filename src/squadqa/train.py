@@ -15,7 +15,7 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from keras import ops
 from tokenizers import Tokenizer
 
 from squadqa import rundir
-from squadqa.config import RunConfig, dump_config, load_config
+from squadqa.config import RunConfig, architecture_settings, dump_config, load_config
 from squadqa.data import Example, default_cache_dir, gold_answers, load_squad
 from squadqa.distributed import (
     ONE_DEVICE,
@@ -278,8 +278,7 @@ def prepare(
     print(f"peak memory after loading and featurising: {peak_rss_mb():.0f} MB")
     model, init = build_model(config, tokenizer.vocab_size)
     if init != "scratch":  # record the checkpoint's architecture, not [model]'s unused keys
-        architecture = {k: v for k, v in asdict(model.config).items() if k != "vocab_size"}
-        config = replace(config, model=architecture)
+        config = replace(config, model=architecture_settings(model.config))
     return Prepared(
         config,
         tokenizer,
@@ -441,8 +440,10 @@ def train(
     set_precision(t.mixed_precision)
     replicas = set_distribution(t)
     prep = prepare(config, run_dir, resume, replicas)
-    config, model = prep.config, prep.model
-    rundir.write_text(run_dir / rundir.CONFIG, dump_config(config))
+    if prep.config is not config:  # the architecture of a checkpoint (prepare)
+        config = prep.config
+        rundir.write_text(run_dir / rundir.CONFIG, dump_config(config))
+    model = prep.model
     batches = TrainBatches(
         prep.train_features,
         prep.tokenizer.pad_id,
