@@ -289,6 +289,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_average(args: argparse.Namespace) -> int:
+    from squadqa.average import average_run
+
+    average_run(args.run_dir, args.epochs, args.out, evaluate=not args.no_eval)
+    return 0
+
+
 def _add_runtime_argument(parser: argparse.ArgumentParser) -> None:
     from squadqa.inference import RUNTIMES
 
@@ -470,6 +477,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_runtime_argument(se)
     _add_batching_arguments(se)
     se.set_defaults(func=_cmd_serve)
+
+    av = sub.add_parser(
+        "average", help="a run's epoch checkpoints averaged into a new run directory, scored on dev"
+    )
+    av.add_argument(
+        "run_dir", metavar="RUN_DIR", help="a run trained with train.keep_epoch_checkpoints=true"
+    )
+    av.add_argument(
+        "--epochs", required=True, help='epochs to average: "2-6", "4,5", "2-" (2 to the last)'
+    )
+    av.add_argument("--out", help="run directory to write (default: RUN_DIR-avgEPOCHS beside it)")
+    av.add_argument("--no-eval", action="store_true", help="write the model only, not scored")
+    av.set_defaults(func=_cmd_average)
 
     ex = sub.add_parser("export", help="a run's model as ONNX (model.onnx), checked against Keras")
     ex.add_argument("run_dir", metavar="RUN_DIR", help="a finished run directory")

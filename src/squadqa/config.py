@@ -77,6 +77,11 @@ class TrainConfig:
     grad_accum: int = setting(1, "batches accumulated per optimizer update")
     seed: int = setting(0, "seed of initialisation, batch order and dropout")
     early_stopping_patience: int = setting(0, "epochs without dev F1 gain before stopping; 0 = off")
+    keep_epoch_checkpoints: bool = setting(
+        False,
+        "also keep every epoch's weights (checkpoints/epoch-N.weights.h5, one model's size "
+        "each) for `squadqa average`",
+    )
     distribution: str = setting(
         "none",
         "none | data_parallel: the global batch split across train.devices (JAX only: "

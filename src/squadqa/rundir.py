@@ -19,6 +19,9 @@ read, all through the names below::
       steps.jsonl              pretrain only: one line per logged step
       encoder.weights.h5       pretrain only: the encoder `train --init run:DIR` loads
       checkpoints/{last,best}.weights.h5, checkpoints/state.json    what --resume reads
+      checkpoints/epoch-N.weights.h5   train.keep_epoch_checkpoints: every epoch's weights,
+                                       what `squadqa average` reads
+      average.json             `squadqa average` runs only: which epochs were averaged, from where
 
 Every write goes through `write_atomic` (a temporary file renamed into place), so a reader, a
 crash or a resumed run never meets half a file.
@@ -53,6 +56,13 @@ CHECKPOINTS = "checkpoints"
 LAST_WEIGHTS = "last.weights.h5"
 BEST_WEIGHTS = "best.weights.h5"
 STATE = "state.json"
+AVERAGE = "average.json"
+
+
+def epoch_weights(epoch: int) -> str:
+    """File name of epoch `epoch`'s weights (1-based, as metrics.jsonl counts) in CHECKPOINTS."""
+    return f"epoch-{epoch}.weights.h5"
+
 
 _writes = itertools.count()
 _writer = [True]  # False on the processes other than 0 of a multi-process run

@@ -26,7 +26,7 @@ from tokenizers import Tokenizer
 
 from squadqa import rundir
 from squadqa.config import RunConfig, architecture_settings, dump_config, load_config
-from squadqa.data import Example, default_cache_dir, gold_answers, load_squad
+from squadqa.data import Example, SquadData, default_cache_dir, gold_answers, load_squad
 from squadqa.distributed import (
     ONE_DEVICE,
     Replicas,
@@ -240,6 +240,22 @@ def build_model(config: RunConfig, vocab_size: int) -> tuple[QATransformer, str]
     return model, "scratch"
 
 
+def load_dev(config: RunConfig) -> SquadData:
+    """The dev split every epoch is scored on: data.dev, its first data.max_dev_samples."""
+    data_cfg = config.data
+    dev = load_squad(
+        data_cfg.dev, max_samples=data_cfg.max_dev_samples or None, strict=data_cfg.strict
+    )
+    unanswerable = sum(e.is_impossible for e in dev.examples)
+    if unanswerable and not config.postprocess.version_2:
+        raise ValueError(
+            f"{data_cfg.dev}: {unanswerable} of {len(dev.examples)} dev questions are "
+            "unanswerable (SQuAD 2.0): --set postprocess.version_2=true (see "
+            "configs/squad2-*.toml)"
+        )
+    return dev
+
+
 def prepare(
     config: RunConfig, run_dir: Path, resume: bool, replicas: Replicas = ONE_DEVICE
 ) -> Prepared:
@@ -250,19 +266,10 @@ def prepare(
         max_articles=data_cfg.max_train_articles or None,
         strict=data_cfg.strict,
     )
-    dev = load_squad(
-        data_cfg.dev, max_samples=data_cfg.max_dev_samples or None, strict=data_cfg.strict
-    )
+    dev = load_dev(config)
     n_articles = data_cfg.max_train_articles
     cut = f" (first {n_articles} articles: data.max_train_articles)" if n_articles else ""
     print(f"train: {train.stats.summary()}{cut}\ndev:   {dev.stats.summary()}")
-    unanswerable = sum(e.is_impossible for e in dev.examples)
-    if unanswerable and not config.postprocess.version_2:
-        raise ValueError(
-            f"{data_cfg.dev}: {unanswerable} of {len(dev.examples)} dev questions are "
-            "unanswerable (SQuAD 2.0): --set postprocess.version_2=true (see "
-            "configs/squad2-*.toml)"
-        )
     tokenizer_file = run_dir / rundir.TOKENIZER
     if resume and tokenizer_file.is_file():
         tokenizer = load_tokenizer(tokenizer_file)
@@ -318,14 +325,16 @@ def seed_epoch(model: keras.Model, seed: int, epoch: int) -> None:
 # --------------------------------------------------------------------------- the run
 
 
-def dev_metrics(prep: Prepared, predictions: Predictions) -> tuple[dict, Predictions]:
+def dev_metrics(
+    config: RunConfig, examples: Sequence[Example], predictions: Predictions
+) -> tuple[dict, Predictions]:
     """Official dev metrics (`exact_match`, `f1`, ...) and the predictions they score.
 
     SQuAD 2.0 (`postprocess.version_2`): the v2.0 metric at the null threshold that maximises dev
     F1 (`null_threshold`, saved in eval.json and served), with its HasAns / NoAns blocks.
     """
-    gold = gold_answers(prep.dev_examples)
-    if not prep.config.postprocess.version_2:
+    gold = gold_answers(examples)
+    if not config.postprocess.version_2:
         return evaluate_v1(gold, predictions.answers), predictions
     v2 = evaluate_v2_at_best_threshold(gold, predictions.best_spans(), predictions.null_scores)
     metrics = {
@@ -338,22 +347,25 @@ def dev_metrics(prep: Prepared, predictions: Predictions) -> tuple[dict, Predict
     return metrics, predictions.at_threshold(metrics["null_threshold"])
 
 
-def evaluate_dev(prep: Prepared, model: keras.Model) -> tuple[dict, Predictions, float]:
-    """Dev EM/F1 (official), predictions and dev loss, through the real post-processing."""
-    t = prep.config.train
+def evaluate_dev(
+    model: keras.Model,
+    config: RunConfig,
+    examples: Sequence[Example],
+    features: Features,
+    pad_id: int,
+    devices: int = 1,
+) -> tuple[dict, Predictions, float]:
+    """Dev EM/F1 (official), predictions and dev loss, through the real post-processing.
+
+    What every epoch reports, and what `squadqa average` scores an averaged model with.
+    """
+    t = config.train
     starts, ends = predict_logits(
-        model,
-        prep.dev_features,
-        prep.tokenizer.pad_id,
-        t.eval_batch_size,
-        padding_multiple(t.length_multiple),
-        prep.replicas.devices,
+        model, features, pad_id, t.eval_batch_size, padding_multiple(t.length_multiple), devices
     )
-    predictions = extract_answers(
-        prep.dev_examples, prep.dev_features, starts, ends, prep.config.postprocess
-    )
-    metrics, predictions = dev_metrics(prep, predictions)
-    return metrics, predictions, mean_span_loss(prep.dev_features, starts, ends)
+    predictions = extract_answers(examples, features, starts, ends, config.postprocess)
+    metrics, predictions = dev_metrics(config, examples, predictions)
+    return metrics, predictions, mean_span_loss(features, starts, ends)
 
 
 class EpochSeed(keras.callbacks.Callback):
@@ -546,7 +558,14 @@ def _epochs(
         )
         train_seconds = time.perf_counter() - started
         train_tokens = int(batches.cumulative_tokens[-1])
-        metrics, predictions, dev_loss = evaluate_dev(prep, model)
+        metrics, predictions, dev_loss = evaluate_dev(
+            model,
+            prep.config,
+            prep.dev_examples,
+            prep.dev_features,
+            prep.tokenizer.pad_id,
+            prep.replicas.devices,
+        )
         lr = float(ops.convert_to_numpy(model.optimizer.learning_rate))
         state["wall_time_s"] += time.perf_counter() - started
         line = {
@@ -573,6 +592,8 @@ def _epochs(
             state["wait"] += 1
         state["epoch"] = epoch + 1
         rundir.save_weights(model, checkpoints / rundir.LAST_WEIGHTS)
+        if t.keep_epoch_checkpoints:
+            rundir.save_weights(model, checkpoints / rundir.epoch_weights(epoch + 1))
         write_json(state_file, state)
         record.append(line)
         record.write_status(
