@@ -91,11 +91,9 @@ def average_run(
     Scored as the source run scored its epochs (`train.evaluate_dev` on data.dev, the first
     data.max_dev_samples; SQuAD 2.0: at the null threshold best on dev), so the numbers compare.
     """
-    import keras
-
     from squadqa.config import load_config
     from squadqa.features import build_features
-    from squadqa.tokenization import load_tokenizer
+    from squadqa.inference import QAPredictor
     from squadqa.train import evaluate_dev, feature_cache_dir, load_dev
 
     source = Path(run_dir)
@@ -112,6 +110,10 @@ def average_run(
             f"{checkpoints}: no {', '.join(missing)}; train with "
             "`--set train.keep_epoch_checkpoints=true` to keep every epoch's weights"
         )
+    # The one loader of a run directory (checks config, tokenizer and model.keras are there),
+    # before anything is written.
+    source_run = QAPredictor.from_run_dir(source)
+    model = source_run.model
     target = Path(out) if out else source.with_name(f"{source.name}-avg{_label(chosen)}")
     if target.exists():
         raise FileExistsError(f"{target} exists: remove it or pass another --out")
@@ -119,14 +121,13 @@ def average_run(
     for name in (rundir.CONFIG, rundir.TOKENIZER):
         shutil.copyfile(source / name, target / name)
 
-    model = keras.models.load_model(source / rundir.MODEL, safe_mode=True)
     average_weights(model, paths)
     rundir.write_atomic(target / rundir.MODEL, model.save)
     record: dict = {"source": str(source), "epochs": chosen, "files": [str(p) for p in paths]}
     print(f"averaged epochs {chosen} of {source} into {target / rundir.MODEL}")
     if evaluate:
-        config = load_config(target / rundir.CONFIG)
-        tokenizer = load_tokenizer(target / rundir.TOKENIZER)
+        config = load_config(source / rundir.CONFIG)
+        tokenizer = source_run.tokenizer
         dev = load_dev(config)
         features = build_features(dev.examples, tokenizer, config.features, feature_cache_dir())
         metrics, predictions, dev_loss = evaluate_dev(
