@@ -1,8 +1,17 @@
+import random
 from pathlib import Path
 
 import pytest
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
-from squadqa.tokenization import QATokenizer, load_tokenizer, train_wordpiece, training_texts
+from squadqa.tokenization import (
+    SPECIAL_TOKENS,
+    QATokenizer,
+    canonical_ids,
+    load_tokenizer,
+    train_wordpiece,
+    training_texts,
+)
 
 
 def test_bert_vocab_matches_hf_bert_tokenizer(bert_tokenizer, sample_examples):
@@ -51,8 +60,6 @@ def test_training_texts_dedups_contexts(sample_examples):
 
 
 def test_missing_special_tokens_rejected():
-    from tokenizers import Tokenizer, models
-
     with pytest.raises(ValueError, match=r"\[CLS\]"):
         QATokenizer(
             Tokenizer(models.WordPiece({"[PAD]": 0, "[UNK]": 1, "a": 2}, unk_token="[UNK]"))
@@ -62,3 +69,36 @@ def test_missing_special_tokens_rejected():
 def test_load_tokenizer_errors(tmp_path: Path):
     with pytest.raises(FileNotFoundError, match=r"tokenizer\.json or vocab\.txt"):
         load_tokenizer(tmp_path)
+
+
+def test_trained_ids_do_not_depend_on_the_trainers_numbering(sample_examples):
+    """tokenizers numbers `##` tokens in hash-map order (tokenizers#1794): the ids squadqa keeps
+    must follow from the token set alone, so any numbering of the same tokens maps to one."""
+    vocab = train_wordpiece(training_texts(sample_examples), vocab_size=1000).tokenizer.get_vocab()
+    for seed in range(3):
+        tokens = list(vocab)
+        random.Random(seed).shuffle(tokens)
+        numbering = {token: i for i, token in enumerate(tokens)}
+        renumbered = Tokenizer(models.WordPiece(numbering, unk_token="[UNK]"))
+        assert canonical_ids(renumbered).get_vocab() == vocab
+    by_id = sorted(vocab, key=vocab.get)
+    assert by_id[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    assert by_id[5:] == sorted(by_id[5:])
+
+
+def test_renumbering_keeps_the_trainers_segmentation(sample_examples):
+    """Reference: the tokenizer `tokenizers` trains, before squadqa renumbers it."""
+    texts = list(training_texts(sample_examples))
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=1000, min_frequency=2, special_tokens=list(SPECIAL_TOKENS)
+    )
+    reference = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    reference.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=None)
+    reference.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    reference.train_from_iterator(texts, trainer=trainer)
+    ours = canonical_ids(reference)
+    assert ours.get_vocab().keys() == reference.get_vocab().keys()
+    for text in [*texts, "[MASK] where is [SEP] Genome\u00a0GENOME?"]:
+        want = reference.encode(text, add_special_tokens=False)
+        got = ours.encode(text, add_special_tokens=False)
+        assert (got.tokens, got.offsets) == (want.tokens, want.offsets), text

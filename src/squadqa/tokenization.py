@@ -99,7 +99,26 @@ def train_wordpiece(
         continuing_subword_prefix="##",
     )
     tokenizer.train_from_iterator(texts, trainer=trainer)
-    return QATokenizer(tokenizer)
+    return QATokenizer(canonical_ids(tokenizer, lowercase))
+
+
+def canonical_ids(tokenizer: Tokenizer, lowercase: bool = True) -> Tokenizer:
+    """The same WordPiece vocabulary with ids in one fixed order: the special tokens, then the rest
+    sorted by string.
+
+    Why: `tokenizers`' WordPiece trainer numbers the `##` tokens in hash-map order, which changes
+    from process to process (huggingface/tokenizers#1794), so the same data gave a vocabulary
+    with the same tokens but permuted ids, hence different initial embedding rows: a pretraining
+    could not be repeated. WordPiece segments by the token set alone (greedy longest match), so
+    renumbering changes no segmentation. Ties between merges can still pick a different token
+    set on small data; on the full train set three trainings gave the same 8k tokens.
+    """
+    vocab = tokenizer.get_vocab(with_added_tokens=True)
+    rest = sorted(token for token in vocab if token not in SPECIAL_TOKENS)
+    ordered = {token: i for i, token in enumerate([*SPECIAL_TOKENS, *rest])}
+    canonical = _bert_pipeline(Tokenizer(models.WordPiece(ordered, unk_token="[UNK]")), lowercase)
+    canonical.add_special_tokens(list(SPECIAL_TOKENS))  # matched whole, as the trainer does
+    return canonical
 
 
 def load_tokenizer(path: str | Path) -> QATokenizer:
