@@ -121,9 +121,63 @@ def test_kill_mid_epoch_then_resume_matches_uninterrupted(tmp_path: Path):
     assert [m[k] for m in b for k in keys] == pytest.approx(
         [m[k] for m in a for k in keys], rel=1e-5
     )
+    steps = [
+        (tmp_path / name / "steps.jsonl").read_text().splitlines()
+        for name in ("straight", "killed")
+    ]
+    assert [json.loads(x)["step"] for x in steps[1]] == [json.loads(x)["step"] for x in steps[0]]
+    assert [json.loads(x)["loss"] for x in steps[1]] == pytest.approx(
+        [json.loads(x)["loss"] for x in steps[0]], rel=1e-5
+    )
     assert json.loads((tmp_path / "killed" / "predictions.json").read_text()) == json.loads(
         (tmp_path / "straight" / "predictions.json").read_text()
     )
+
+
+def test_steps_log_holds_each_batchs_own_loss_and_learning_rate(tmp_path: Path, monkeypatch):
+    """steps.jsonl against references: each batch's loss recomputed from the weights just before
+    its update (no dropout, so the same forward), and the schedule's values by hand."""
+    import keras
+
+    import squadqa.train as T
+
+    made: list[T.TrainBatches] = []
+
+    class Recorded(T.TrainBatches):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    class LossBeforeUpdate(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.losses: list[float] = []
+
+        def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+            x, y = made[0][batch]
+            y_pred = self.model(x, training=False)
+            loss = self.model.compute_loss(x=x, y=y, y_pred=y_pred, training=False)
+            self.losses.append(float(keras.ops.convert_to_numpy(loss)))
+
+    monkeypatch.setattr(T, "TrainBatches", Recorded)
+    reference = LossBeforeUpdate()
+    overrides = [*TINY, "name=steps", "train.epochs=2", "train.warmup_ratio=0.25"]
+    overrides += ["model.hidden_dropout=0.0", "model.attention_dropout=0.0"]
+    T.train(load_config(None, overrides), tmp_path, extra_callbacks=[reference])
+
+    lines = [json.loads(x) for x in (tmp_path / "steps" / "steps.jsonl").read_text().splitlines()]
+    per_epoch = len(made[0])
+    total = 2 * per_epoch
+    assert [line["step"] for line in lines] == list(range(1, total + 1))
+    assert [line["epoch"] for line in lines] == [1] * per_epoch + [2] * per_epoch
+    assert [line["loss"] for line in lines] == pytest.approx(reference.losses, rel=1e-4)
+    warmup, peak = int(0.25 * total), 0.003
+    by_hand = [
+        peak * (s + 1) / warmup if s < warmup else peak * (total - s) / (total - warmup)
+        for s in range(total)
+    ]
+    assert [line["lr"] for line in lines] == pytest.approx(by_hand, rel=1e-5)
+    assert len(set(reference.losses)) == total  # the weights moved: every batch's loss differs
 
 
 def test_resume_without_a_run_is_an_error(tmp_path: Path):

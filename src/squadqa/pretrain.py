@@ -6,8 +6,8 @@ unused here); the objective heads of `squadqa.objectives` sit on top of its last
 tensor carried over, the span head fresh (`load_encoder`).
 
 Run directory: the files of `squadqa train` (`config.toml`, `tokenizer.json`, `status.json`,
-`metrics.jsonl` with one line per epoch, `checkpoints/last.weights.h5` + `checkpoints/state.json`)
-plus `steps.jsonl` (the loss of every step) and `encoder.weights.h5`. A checkpoint is written every
+`metrics.jsonl` with one line per epoch, `steps.jsonl` with the loss of every step,
+`checkpoints/last.weights.h5` + `checkpoints/state.json`) plus `encoder.weights.h5`. A checkpoint is written every
 `pretrain.save_every_steps` steps and at the end of each epoch; `--resume` continues from the last
 one, mid-epoch included, and reproduces the losses of an uninterrupted run (every batch's masking
 comes from `objectives.batch_rng`, and dropout is reseeded at each step).
@@ -39,6 +39,7 @@ from squadqa.pretrained import LoadReport
 from squadqa.rundir import RunRecord, now
 from squadqa.tokenization import QATokenizer, load_tokenizer
 from squadqa.train import (
+    BatchLoss,
     build_tokenizer,
     open_run_dir,
     progress_bar,
@@ -395,18 +396,15 @@ class StepLog(keras.callbacks.Callback):
     def __init__(self, run: PretrainRun, batches: PretrainBatches, epoch: int) -> None:
         super().__init__()
         self.run, self.batches, self.epoch = run, batches, epoch
-        self.seen, self.previous_total = 0, 0.0
+        self.batch_loss = BatchLoss()
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
         step = self.batches.start + batch
         seed_epoch(self.model, self.run.seed, self.epoch * 1_000_003 + step)
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        # Keras reports the batch-size-weighted running mean of this fit() call: undo it.
         size = len(self.batches.order[self.batches.start + batch])
-        total = float(logs["loss"]) * (self.seen + size)
-        loss = (total - self.previous_total) / size
-        self.seen, self.previous_total = self.seen + size, total
+        loss = self.batch_loss(float(logs["loss"]), size)
         step = self.batches.start + batch + 1
         self.run.log_step(self.epoch, step, loss)
         if step % self.run.pretrain.save_every_steps == 0 and step < self.batches.steps_per_epoch:

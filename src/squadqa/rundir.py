@@ -16,7 +16,7 @@ read, all through the names below::
       model.onnx               `squadqa export`: the same model as ONNX (fp32)
       model.int8.onnx          `squadqa export --quantize int8`: int8 dynamic quantisation
       export.json              what the export checked (largest logit difference vs Keras)
-      steps.jsonl              pretrain only: one line per logged step
+      steps.jsonl              one line per training step: its own loss, the learning rate
       encoder.weights.h5       pretrain only: the encoder `train --init run:DIR` loads
       checkpoints/{last,best}.weights.h5, checkpoints/state.json    what --resume reads
       checkpoints/epoch-N.weights.h5   train.keep_epoch_checkpoints: every epoch's weights,

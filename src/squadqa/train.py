@@ -47,7 +47,7 @@ from squadqa.inference import padding_multiple, predict_logits
 from squadqa.layers import MASKED_LOGIT
 from squadqa.malloc import reuse_freed_memory
 from squadqa.model import QAConfig, QATransformer, float32_model, span_loss, span_objective
-from squadqa.optim import make_optimizer
+from squadqa.optim import WarmupDecay, make_optimizer
 from squadqa.postprocess import Predictions, extract_answers
 from squadqa.rundir import RunRecord, now, write_json
 from squadqa.tokenization import QATokenizer, load_tokenizer, train_wordpiece, training_texts
@@ -299,12 +299,14 @@ def prepare(
     )
 
 
-def compile_model(model: QATransformer, config: RunConfig, steps_per_epoch: int) -> None:
+def compile_model(model: QATransformer, config: RunConfig, steps_per_epoch: int) -> WarmupDecay:
+    """AdamW and the span loss; returns the learning-rate schedule (over optimizer updates)."""
     t = config.train
     updates_per_epoch = max(steps_per_epoch // max(t.grad_accum, 1), 1)
-    optimizer, _ = make_optimizer(t, updates_per_epoch * t.epochs)
+    optimizer, schedule = make_optimizer(t, updates_per_epoch * t.epochs)
     model.compile(optimizer=optimizer, **span_objective(t.label_smoothing))
     optimizer.build(model.trainable_variables)
+    return schedule
 
 
 def seed_epoch(model: keras.Model, seed: int, epoch: int) -> None:
@@ -377,6 +379,42 @@ class EpochSeed(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         seed_epoch(self.model, self.seed, epoch)
+
+
+class BatchLoss:
+    """Each batch's own loss, recovered from what Keras puts in `logs["loss"]`: the
+    batch-size-weighted running mean over the current `fit` call."""
+
+    def __init__(self) -> None:
+        self.seen, self.total = 0, 0.0
+
+    def __call__(self, running_mean: float, batch_size: int) -> float:
+        total = running_mean * (self.seen + batch_size)
+        loss = (total - self.total) / batch_size
+        self.seen, self.total = self.seen + batch_size, total
+        return loss
+
+
+class StepLosses(keras.callbacks.Callback):
+    """The loss and learning rate of every training batch, one `steps.jsonl` line each.
+
+    Why: an epoch's mean train loss hides a spike or a stall, and the full-data preset's runs
+    differed by 6 F1 with nothing but epoch means to show where (docs/results.md).
+    """
+
+    def __init__(self, batches: TrainBatches, epoch: int, schedule: WarmupDecay, grad_accum: int):
+        super().__init__()
+        self.batches, self.epoch, self.schedule = batches, epoch, schedule
+        self.grad_accum = max(grad_accum, 1)
+        self.batch_loss = BatchLoss()
+        self.lines: list[dict] = []
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        step = self.epoch * len(self.batches) + batch + 1  # 1-based, counted over the run
+        loss = self.batch_loss(float(logs["loss"]), len(self.batches.order[batch]))
+        # From the schedule, not the optimizer: on jax its variables are stale mid-epoch.
+        lr = float(ops.convert_to_numpy(self.schedule((step - 1) // self.grad_accum)))
+        self.lines.append({"epoch": self.epoch + 1, "step": step, "loss": loss, "lr": lr})
 
 
 class ProgressBar(keras.callbacks.Callback):
@@ -470,7 +508,7 @@ def train(
             f"features left out of every epoch (its short batch, cut to a multiple of "
             f"{replicas.devices})"
         )
-    compile_model(model, config, len(batches))
+    schedule = compile_model(model, config, len(batches))
 
     state = {
         "epoch": 0,
@@ -482,11 +520,13 @@ def train(
     }
     state_file = run_dir / rundir.CHECKPOINTS / rundir.STATE
     record = RunRecord(run_dir, {})
+    steps = RunRecord(run_dir, {}, log=rundir.STEPS)
     if resume and state_file.is_file():
         state = rundir.read_json(state_file)
         model.load_weights(run_dir / rundir.CHECKPOINTS / rundir.LAST_WEIGHTS)
         print(f"resumed {run_dir} after epoch {state['epoch']}")
-    record.keep(lambda line: line["epoch"] <= state["epoch"])
+    for log in (record, steps):
+        log.keep(lambda line: line["epoch"] <= state["epoch"])
     previous = record.previous_status() if resume else {}
     record.status = {
         "status": "running",
@@ -516,7 +556,18 @@ def train(
     tracker.start(config, record.status)
 
     try:
-        status = _epochs(prep, model, batches, state, state_file, record, tracker, extra_callbacks)
+        status = _epochs(
+            prep,
+            model,
+            batches,
+            schedule,
+            state,
+            state_file,
+            record,
+            steps,
+            tracker,
+            extra_callbacks,
+        )
     except BaseException as err:
         record.write_status(status="crashed", error=f"{type(err).__name__}: {err}")
         tracker.finish(record.status)
@@ -530,9 +581,11 @@ def _epochs(
     prep: Prepared,
     model: QATransformer,
     batches: TrainBatches,
+    schedule: WarmupDecay,
     state: dict[str, Any],
     state_file: Path,
     record: RunRecord,
+    steps: RunRecord,
     tracker: Tracker,
     extra_callbacks: Sequence[keras.callbacks.Callback],
 ) -> str:
@@ -542,8 +595,10 @@ def _epochs(
     for epoch in range(state["epoch"], t.epochs):
         started = time.perf_counter()
         batches.set_epoch(epoch)
+        step_losses = StepLosses(batches, epoch, schedule, t.grad_accum)
         callbacks = [
             EpochSeed(t.seed),
+            step_losses,
             *progress_bar(batches, epoch, t.epochs, prep.replicas),
             *extra_callbacks,
             *tracker.callbacks(),
@@ -594,6 +649,7 @@ def _epochs(
         rundir.save_weights(model, checkpoints / rundir.LAST_WEIGHTS)
         if t.keep_epoch_checkpoints:
             rundir.save_weights(model, checkpoints / rundir.epoch_weights(epoch + 1))
+        steps.append(*step_losses.lines)
         write_json(state_file, state)
         record.append(line)
         record.write_status(
