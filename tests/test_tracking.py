@@ -53,3 +53,42 @@ def test_tracking_off_and_wandb_missing(tmp_path: Path, monkeypatch, capsys):
     assert "wandb is not installed" in capsys.readouterr().out
     with pytest.raises(ValueError, match=r"tracking\.backend"):
         make_tracker(load_config(None, ['tracking.backend="mlflow"']), tmp_path)
+
+
+def test_trackers_get_every_line_of_the_steps_log(tmp_path: Path, monkeypatch):
+    """What a tracker is handed per step is steps.jsonl's line (each batch's own loss, tested in
+    test_train); W&B gets every `log_every_steps`-th of them."""
+    import json
+
+    import squadqa.train as T
+
+    class Recording(Tracker):
+        def __init__(self):
+            self.lines: list[dict] = []
+
+        def log_step(self, line: dict) -> None:
+            self.lines.append(line)
+
+    recording = Recording()
+    monkeypatch.setattr(T, "make_tracker", lambda config, run_dir: recording)
+    monkeypatch.setenv("SQUADQA_CACHE", str(tmp_path / "cache"))
+    train(load_config(None, [*TINY_TRAINING, "name=steps", "train.epochs=2"]), tmp_path)
+    on_disk = (tmp_path / "steps" / "steps.jsonl").read_text().splitlines()
+    assert recording.lines == [json.loads(line) for line in on_disk]
+    assert len(on_disk) >= 6
+
+    logged: list[dict] = []
+
+    class Run:
+        def log(self, data: dict) -> None:
+            logged.append(data)
+
+    wandb_tracker = object.__new__(WandbTracker)  # no wandb.init: only log_step is exercised
+    wandb_tracker.run, wandb_tracker.log_every_steps = Run(), 3
+    for line in recording.lines:
+        wandb_tracker.log_step(line)
+    every_third = [line for line in recording.lines if line["step"] % 3 == 0]
+    assert logged == [
+        {"train/loss": line["loss"], "train/lr": line["lr"], "step": line["step"]}
+        for line in every_third
+    ]

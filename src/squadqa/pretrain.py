@@ -7,10 +7,11 @@ tensor carried over, the span head fresh (`load_encoder`).
 
 Run directory: the files of `squadqa train` (`config.toml`, `tokenizer.json`, `status.json`,
 `metrics.jsonl` with one line per epoch, `steps.jsonl` with the loss of every step,
-`checkpoints/last.weights.h5` + `checkpoints/state.json`) plus `encoder.weights.h5`. A checkpoint is written every
-`pretrain.save_every_steps` steps and at the end of each epoch; `--resume` continues from the last
-one, mid-epoch included, and reproduces the losses of an uninterrupted run (every batch's masking
-comes from `objectives.batch_rng`, and dropout is reseeded at each step).
+`checkpoints/last.weights.h5` + `checkpoints/state.json`) plus `encoder.weights.h5`. A
+checkpoint is written every `pretrain.save_every_steps` steps and at the end of each epoch;
+`--resume` continues from the last one, mid-epoch included, and reproduces the losses of an
+uninterrupted run (every batch's masking comes from `objectives.batch_rng`, and dropout is
+reseeded at each step).
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
-"""Experiment tracking: Weights & Biases through callbacks written for Keras 3.
+"""Experiment tracking: Weights & Biases, fed by squadqa's own training loop.
 
 W&B's own Keras callbacks target Keras 2 and import TensorFlow (wandb#7186, #8525), so squadqa
-logs through its own. Local records (run directory) are always written by `train.py`; tracking is
-an extra copy, off with `--tracking none` or when wandb is not installed. `WANDB_MODE=offline`
-works as usual (runs are synced later with `wandb sync`).
+logs from its loop: every 20th line of `steps.jsonl` (a batch's own loss and learning rate, not
+the running mean Keras reports) and each epoch's metrics. Local records (run directory) are
+always written by `train.py`; tracking is an extra copy, off with `--tracking none` or when wandb
+is not installed. `WANDB_MODE=offline` works as usual (runs are synced later with `wandb sync`).
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import keras
 
 if TYPE_CHECKING:
     from squadqa.config import RunConfig
@@ -27,8 +26,8 @@ class Tracker:
     def start(self, config: RunConfig, status: dict[str, Any]) -> None:
         pass
 
-    def callbacks(self) -> list[keras.callbacks.Callback]:
-        return []
+    def log_step(self, line: dict[str, Any]) -> None:
+        """One training batch: its `epoch`, `step`, own `loss` and `lr` (a `steps.jsonl` line)."""
 
     def log_epoch(
         self, metrics: dict[str, Any], examples: Sequence[Example], predictions: Predictions
@@ -39,28 +38,17 @@ class Tracker:
         pass
 
 
-class BatchLogger(keras.callbacks.Callback):
-    """Logs training loss and learning rate every `every` optimizer steps."""
-
-    def __init__(self, log: Any, every: int = 20):
-        super().__init__()
-        self.log, self.every = log, every
-
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-        if step % self.every == 0 and logs:
-            lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-            self.log({"train/batch_loss": float(logs["loss"]), "train/lr": lr, "step": step})
-
-
 class WandbTracker(Tracker):
-    """Config, per-batch loss, per-epoch metrics, a dev-example table and the final summary."""
+    """Config, per-step loss, per-epoch metrics, a dev-example table and the final summary."""
 
-    def __init__(self, project: str, run_dir: Path, log_examples: int = 50):
+    def __init__(
+        self, project: str, run_dir: Path, log_examples: int = 50, log_every_steps: int = 20
+    ):
         import wandb
 
         self.wandb = wandb
         self.project, self.run_dir, self.log_examples = project, run_dir, log_examples
+        self.log_every_steps = log_every_steps
         self.run: Any = None
 
     def start(self, config: RunConfig, status: dict[str, Any]) -> None:
@@ -80,8 +68,9 @@ class WandbTracker(Tracker):
         self.run.define_metric("dev/*", step_metric="epoch")
         self.run.define_metric("epoch/*", step_metric="epoch")
 
-    def callbacks(self) -> list[keras.callbacks.Callback]:
-        return [BatchLogger(self.run.log)]
+    def log_step(self, line: dict[str, Any]) -> None:
+        if line["step"] % self.log_every_steps == 0:
+            self.run.log({"train/loss": line["loss"], "train/lr": line["lr"], "step": line["step"]})
 
     def log_epoch(
         self, metrics: dict[str, Any], examples: Sequence[Example], predictions: Predictions

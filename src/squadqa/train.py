@@ -402,10 +402,17 @@ class StepLosses(keras.callbacks.Callback):
     differed by 6 F1 with nothing but epoch means to show where (docs/results.md).
     """
 
-    def __init__(self, batches: TrainBatches, epoch: int, schedule: WarmupDecay, grad_accum: int):
+    def __init__(
+        self,
+        batches: TrainBatches,
+        epoch: int,
+        schedule: WarmupDecay,
+        grad_accum: int,
+        tracker: Tracker,
+    ):
         super().__init__()
         self.batches, self.epoch, self.schedule = batches, epoch, schedule
-        self.grad_accum = max(grad_accum, 1)
+        self.grad_accum, self.tracker = max(grad_accum, 1), tracker
         self.batch_loss = BatchLoss()
         self.lines: list[dict] = []
 
@@ -415,6 +422,7 @@ class StepLosses(keras.callbacks.Callback):
         # From the schedule, not the optimizer: on jax its variables are stale mid-epoch.
         lr = float(ops.convert_to_numpy(self.schedule((step - 1) // self.grad_accum)))
         self.lines.append({"epoch": self.epoch + 1, "step": step, "loss": loss, "lr": lr})
+        self.tracker.log_step(self.lines[-1])
 
 
 class ProgressBar(keras.callbacks.Callback):
@@ -595,13 +603,12 @@ def _epochs(
     for epoch in range(state["epoch"], t.epochs):
         started = time.perf_counter()
         batches.set_epoch(epoch)
-        step_losses = StepLosses(batches, epoch, schedule, t.grad_accum)
+        step_losses = StepLosses(batches, epoch, schedule, t.grad_accum, tracker)
         callbacks = [
             EpochSeed(t.seed),
             step_losses,
             *progress_bar(batches, epoch, t.epochs, prep.replicas),
             *extra_callbacks,
-            *tracker.callbacks(),
         ]
         history = model.fit(
             batches,
