@@ -304,6 +304,33 @@ def test_report_of_one_run(two_runs: tuple[Path, Path], capsys: pytest.CaptureFi
     assert "(no prediction)" in text
 
 
+def test_steps_figure_hand_computed(two_runs: tuple[Path, Path], tmp_path: Path) -> None:
+    """200 steps of loss 1, 2, ..., 200 over 2 epochs: a 2-step trailing mean (1% of the steps)
+    gives s - 0.5 at step s, placed at s / 100 epochs."""
+    import shutil
+
+    run = tmp_path / "stepped"
+    shutil.copytree(two_runs[0], run)
+    lines = [
+        {"epoch": (s - 1) // 100 + 1, "step": s, "loss": float(s), "lr": 1e-3}
+        for s in range(1, 201)
+    ]
+    (run / "steps.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    figures = report_figures([run])
+    assert "train_steps" in figures
+    line = figures["train_steps"].axes[0].lines[0]
+    assert list(line.get_xdata()) == pytest.approx([s / 100 for s in range(2, 201)])
+    assert list(line.get_ydata()) == pytest.approx([s - 0.5 for s in range(2, 201)])
+
+    report = write_report([run], tmp_path / "out")
+    assert "![Train loss per step](train_steps.png)" in report.read_text()
+    assert (tmp_path / "out" / "train_steps.png").read_bytes().startswith(PNG_MAGIC)
+    (run / "steps.jsonl").unlink()  # an older run: no steps, no figure, no stale file
+    report = write_report([run], tmp_path / "out")
+    assert "train_steps" not in report.read_text()
+    assert not (tmp_path / "out" / "train_steps.png").exists()
+
+
 def test_overlay_of_two_runs(two_runs: tuple[Path, Path], tmp_path: Path) -> None:
     base, wide = two_runs
     figures = report_figures([base, wide])

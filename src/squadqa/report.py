@@ -1,15 +1,17 @@
 """A readable record of one run, or a comparison of several: `report.md` plus PNG plots.
 
-The report is built only from the files a run directory keeps (`metrics.jsonl`, `status.json`,
-`predictions.json`, `eval.json`, `config.toml`) and the dev data its config names, so it can be
-written for an old run, a crashed one or one still training, on a machine without a GPU. The
-error analysis says *where* the model fails (question type, answer length, context length, the
-worst questions), which the single EM/F1 number cannot. Plots use matplotlib's Agg canvas
-directly (no pyplot, no display, no global state), so this works headless and in threads.
+The report is built only from the files a run directory keeps (`metrics.jsonl`, `steps.jsonl`,
+`status.json`, `predictions.json`, `eval.json`, `config.toml`) and the dev data its config
+names, so it can be written for an old run, a crashed one or one still training, on a machine
+without a GPU. The error analysis says *where* the model fails (question type, answer length,
+context length, the worst questions), which the single EM/F1 number cannot. Plots use
+matplotlib's Agg canvas directly (no pyplot, no display, no global state), so this works
+headless and in threads.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -76,6 +78,7 @@ FIGURE_FILES = {
     "loss": "loss.png",
     "dev_metrics": "dev_metrics.png",
     "learning_rate": "learning_rate.png",
+    "train_steps": "train_steps.png",
     "error_analysis": "error_analysis.png",
 }
 
@@ -242,6 +245,7 @@ def head_to_head(
 class _Run:
     row: RunRow
     metrics: list[dict[str, Any]]
+    steps: list[dict[str, Any]]  # steps.jsonl: one line per training step (newer runs)
 
     @property
     def name(self) -> str:
@@ -249,7 +253,9 @@ class _Run:
 
 
 def _load_run(path: Path) -> _Run:
-    return _Run(read_run(path), read_metrics(path / rundir.METRICS)[0])
+    return _Run(
+        read_run(path), read_metrics(path / rundir.METRICS)[0], read_metrics(path / rundir.STEPS)[0]
+    )
 
 
 def _dev_path(run: RunRow) -> tuple[Path | None, str]:
@@ -512,6 +518,45 @@ def _lr_figure(runs: Sequence[_Run]) -> Figure:
     return fig
 
 
+def step_curve(steps: Sequence[dict[str, Any]]) -> tuple[list[float], list[float]]:
+    """Train loss per step as (x, y): x in epochs (epoch k ends at x = k, as on the epoch plots),
+    y the trailing mean of `max(1, steps // 100)` steps (single batches are too noisy to read)."""
+    per_epoch: dict[int, int] = {}
+    for line in steps:
+        per_epoch[line["epoch"]] = per_epoch.get(line["epoch"], 0) + 1
+    xs, seen = [], dict.fromkeys(per_epoch, 0)
+    for line in steps:
+        seen[line["epoch"]] += 1
+        xs.append(line["epoch"] - 1 + seen[line["epoch"]] / per_epoch[line["epoch"]])
+    losses = [float(line["loss"]) for line in steps]
+    window = max(1, len(steps) // 100)
+    sums = [0.0, *itertools.accumulate(losses)]
+    ys = [(sums[i + 1] - sums[i + 1 - window]) / window for i in range(window - 1, len(losses))]
+    return xs[window - 1 :], ys
+
+
+def _steps_figure(runs: Sequence[_Run]) -> Figure:
+    """Where within the epochs a run's train loss moved: a spike, a stall, a gap between runs
+    that the epoch means hide."""
+    from matplotlib.lines import Line2D
+
+    fig = _new_figure()
+    ax = fig.add_subplot()
+    handles = []
+    for i, run in enumerate(runs):
+        xs, ys = step_curve(run.steps)
+        if xs:
+            ax.plot(xs, ys, color=f"C{i % 10}", linewidth=1.0)
+        handles.append(Line2D([], [], color=f"C{i % 10}", label=run.name))
+    _epoch_axis(ax, runs)
+    ax.set_xlim(left=0)
+    ax.set_title(_title("Train loss per step", runs))
+    ax.set_ylabel("train loss (trailing mean of 1% of the run's steps)")
+    if len(runs) > 1:
+        _run_legend(fig, handles)
+    return fig
+
+
 def _error_figure(name: str, analysis: dict[str, Any], epoch: Any) -> Figure:
     """EM and F1 bars per bucket, with each bucket's question count under its label."""
     import numpy as np
@@ -568,6 +613,8 @@ def _figures(runs: Sequence[_Run], analysis: dict[str, Any] | None) -> dict[str,
         ),
         "learning_rate": _lr_figure(runs),
     }
+    if any(run.steps for run in runs):
+        figures["train_steps"] = _steps_figure(runs)
     if analysis is not None:
         figures["error_analysis"] = _error_figure(runs[0].name, analysis, _best_epoch(runs[0]))
     return figures
@@ -581,8 +628,9 @@ def _best_epoch(run: _Run) -> Any:
 
 
 def report_figures(run_dirs: Sequence[str | os.PathLike[str]]) -> dict[str, Figure]:
-    """The report's figures by name (`loss`, `dev_metrics`, `learning_rate` and, when the first
-    run's dev predictions and data are readable, `error_analysis`), e.g. for W&B logging."""
+    """The report's figures by name (`loss`, `dev_metrics`, `learning_rate`; `train_steps` when a
+    run has `steps.jsonl`; `error_analysis` when the first run's dev predictions and data are
+    readable), e.g. for W&B logging."""
     runs = _load_runs(run_dirs)
     return _figures(runs, _analyse_run(runs[0].row)[0])
 
@@ -841,6 +889,8 @@ def _report_markdown(
     lines += ["![Train and dev loss per epoch](loss.png)", ""]
     lines += ["![Dev exact match and F1 per epoch](dev_metrics.png)", ""]
     lines += ["![Learning rate per epoch](learning_rate.png)", ""]
+    if any(run.steps for run in runs):
+        lines += ["![Train loss per step](train_steps.png)", ""]
     lines += ["## Per-epoch metrics", ""]
     for r in runs:
         lines += [f"### {_md(r.name)}", ""]
@@ -877,9 +927,10 @@ def write_report(
     figures = _figures(runs, analysis)
     for key, fig in figures.items():
         fig.savefig(out / FIGURE_FILES[key])
-    stale = out / FIGURE_FILES["error_analysis"]
-    if "error_analysis" not in figures and stale.is_file():
-        stale.unlink()  # from an earlier report; it would no longer match
+    for key in ("train_steps", "error_analysis"):
+        stale = out / FIGURE_FILES[key]
+        if key not in figures and stale.is_file():
+            stale.unlink()  # from an earlier report; it would no longer match
     report = out / "report.md"
     report.write_text(_report_markdown(runs, analysis, why, out), encoding="utf-8")
     return report
