@@ -86,9 +86,10 @@ def test_kill_mid_epoch_then_resume_matches_uninterrupted(tmp_path: Path):
     from squadqa.tokenization import train_wordpiece, training_texts
     from squadqa.train import train
 
-    # HF's WordPiece trainer breaks ties in hash order (tokenizers#1794): two trainings on the
-    # same text can differ. Both runs share one trained vocabulary; a run keeps its own
-    # tokenizer.json, which is what --resume reads.
+    # HF's WordPiece trainer breaks ties between merges in hash order (tokenizers#1794): on small
+    # data two trainings can keep different tokens (ids are canonical, the token set is not).
+    # Both runs share one trained vocabulary; a run keeps its own tokenizer.json, which is what
+    # --resume reads.
     vocab = train_wordpiece(training_texts(load_squad("sample").examples), 1500).save(tmp_path)
     shared = ["data.max_train_samples=160", 'tokenizer.kind="vocab"', f'tokenizer.path="{vocab}"']
     straight = load_config(None, [*_dropout_run(tmp_path, "straight", 3), *shared])
