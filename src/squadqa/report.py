@@ -16,6 +16,7 @@ import json
 import math
 import os
 import sys
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -521,10 +522,8 @@ def _lr_figure(runs: Sequence[_Run]) -> Figure:
 def step_curve(steps: Sequence[dict[str, Any]]) -> tuple[list[float], list[float]]:
     """Train loss per step as (x, y): x in epochs (epoch k ends at x = k, as on the epoch plots),
     y the trailing mean of `max(1, steps // 100)` steps (single batches are too noisy to read)."""
-    per_epoch: dict[int, int] = {}
-    for line in steps:
-        per_epoch[line["epoch"]] = per_epoch.get(line["epoch"], 0) + 1
-    xs, seen = [], dict.fromkeys(per_epoch, 0)
+    per_epoch = Counter(line["epoch"] for line in steps)
+    xs, seen = [], Counter()
     for line in steps:
         seen[line["epoch"]] += 1
         xs.append(line["epoch"] - 1 + seen[line["epoch"]] / per_epoch[line["epoch"]])
