@@ -243,6 +243,7 @@ def make_plan(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     put("train.mixed_precision", bool(args.bf16))
     put("train.label_smoothing", 0.0)
     put("train.early_stopping_patience", 0)
+    put("train.decay_epochs", 0)  # HF decays over num_train_epochs
     put("tracking.backend", "none")
     for flag, key in (
         ("lr", "train.learning_rate"),

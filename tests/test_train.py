@@ -201,6 +201,57 @@ def test_learning_rate_schedule_hand_computed():
     assert float(ops.convert_to_numpy(cos(5))) == pytest.approx(0.5)
 
 
+def test_decay_epochs_stops_before_the_decay_ends():
+    """epochs=4, decay_epochs=6: warmup and linear decay of a 6-epoch run, cut after 4 epochs."""
+    from keras import ops
+
+    from squadqa.config import TrainConfig
+    from squadqa.optim import make_optimizer
+
+    t = TrainConfig(epochs=4, decay_epochs=6, learning_rate=1.0, warmup_ratio=0.05)
+    _, schedule = make_optimizer(t, updates_per_epoch=10)
+    # 60 updates in the layout: int(0.05 * 60) = 3 of warmup, then 1 - (step - 3) / 57.
+    assert (schedule.total_steps, schedule.warmup_steps) == (60, 3)
+    lr_at = {s: float(ops.convert_to_numpy(schedule(s))) for s in (0, 2, 3, 39, 59)}
+    assert lr_at == pytest.approx({0: 1 / 3, 2: 1.0, 3: 1.0, 39: 1 - 36 / 57, 59: 1 / 57})
+    _, own = make_optimizer(TrainConfig(epochs=4, learning_rate=1.0, warmup_ratio=0.05), 10)
+    assert (own.total_steps, own.warmup_steps) == (40, 2)  # 0 = over train.epochs
+    with pytest.raises(ValueError, match="decay_epochs=3 is below"):
+        make_optimizer(TrainConfig(epochs=4, decay_epochs=3), 10)
+
+
+def test_decay_epochs_trains_the_first_epochs_of_the_longer_run(tmp_path: Path):
+    """epochs=1, decay_epochs=2 repeats epoch 1 of a 2-epoch run: the same lr and loss each step."""
+    from squadqa.data import load_squad
+    from squadqa.tokenization import train_wordpiece, training_texts
+    from squadqa.train import train
+
+    # One vocabulary for both runs (tokenizers#1794 can change a small vocabulary's token set).
+    vocab = train_wordpiece(training_texts(load_squad("sample").examples), 1500).save(tmp_path)
+    shared = [
+        *TINY,
+        'tokenizer.kind="vocab"',
+        f'tokenizer.path="{vocab}"',
+        "train.warmup_ratio=0.2",
+    ]
+    train(load_config(None, [*shared, "name=long", "train.epochs=2"]), tmp_path)
+    train(
+        load_config(None, [*shared, "name=cut", "train.epochs=1", "train.decay_epochs=2"]), tmp_path
+    )
+    long, cut = (
+        [json.loads(x) for x in (tmp_path / name / "steps.jsonl").read_text().splitlines()]
+        for name in ("long", "cut")
+    )
+    first = [s for s in long if s["epoch"] == 1]
+    assert len(cut) == len(first) > 1
+    assert [s["lr"] for s in cut] == pytest.approx([s["lr"] for s in first], rel=1e-6)
+    assert [s["loss"] for s in cut] == pytest.approx([s["loss"] for s in first], rel=1e-5)
+    assert cut[-1]["lr"] > 0.0  # stopped before the decay ended
+    assert _metrics(tmp_path / "cut")[0]["dev_f1"] == pytest.approx(
+        _metrics(tmp_path / "long")[0]["dev_f1"]
+    )
+
+
 def test_span_loss_hand_computed():
     from keras import ops
 

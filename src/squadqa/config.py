@@ -63,6 +63,12 @@ class TrainConfig:
         "run:RUN_DIR (the encoder of a `squadqa pretrain` run)",
     )
     epochs: int = setting(2, "passes over the train features")
+    decay_epochs: int = setting(
+        0,
+        "epochs the warmup and decay are laid out over; 0 = train.epochs. More than train.epochs "
+        "stops before the decay ends (nanoGPT's lr_decay_iters): epochs=4, decay_epochs=6 trains "
+        "the first 4 epochs of a 6-epoch run",
+    )
     batch_size: int = setting(32, "train features per step")
     eval_batch_size: int = setting(64, "dev features per forward pass")
     learning_rate: float = setting(5e-4, "peak learning rate (after warmup)")

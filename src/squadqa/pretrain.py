@@ -515,7 +515,7 @@ def pretrain(
             f"data parallel: {batches.dropped_per_epoch} of {len(windows)} pretraining windows "
             f"left out of every epoch (its short batch, cut to a multiple of {replicas.devices})"
         )
-    optimizer, schedule = make_optimizer(t, batches.steps_per_epoch * t.epochs)
+    optimizer, schedule = make_optimizer(t, batches.steps_per_epoch)
     model.compile(optimizer=optimizer)
     optimizer.build(model.trainable_variables)
 

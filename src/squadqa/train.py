@@ -303,7 +303,7 @@ def compile_model(model: QATransformer, config: RunConfig, steps_per_epoch: int)
     """AdamW and the span loss; returns the learning-rate schedule (over optimizer updates)."""
     t = config.train
     updates_per_epoch = max(steps_per_epoch // max(t.grad_accum, 1), 1)
-    optimizer, schedule = make_optimizer(t, updates_per_epoch * t.epochs)
+    optimizer, schedule = make_optimizer(t, updates_per_epoch)
     model.compile(optimizer=optimizer, **span_objective(t.label_smoothing))
     optimizer.build(model.trainable_variables)
     return schedule
