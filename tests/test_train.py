@@ -29,6 +29,17 @@ def _metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+def _shared_vocab(tmp_path: Path) -> list[str]:
+    """Settings that give two runs one trained vocabulary. HF's WordPiece trainer breaks ties
+    between merges in hash order (tokenizers#1794): on small data two trainings can keep
+    different tokens (ids are canonical, the token set is not)."""
+    from squadqa.data import load_squad
+    from squadqa.tokenization import train_wordpiece, training_texts
+
+    vocab = train_wordpiece(training_texts(load_squad("sample").examples), 1500).save(tmp_path)
+    return ['tokenizer.kind="vocab"', f'tokenizer.path="{vocab}"']
+
+
 def test_training_writes_a_complete_run_record(tmp_path: Path):
     import keras
 
@@ -82,16 +93,11 @@ def _dropout_run(runs_dir: Path, name: str, epochs: int) -> list[str]:
 
 
 def test_kill_mid_epoch_then_resume_matches_uninterrupted(tmp_path: Path):
-    from squadqa.data import load_squad
-    from squadqa.tokenization import train_wordpiece, training_texts
     from squadqa.train import train
 
-    # HF's WordPiece trainer breaks ties between merges in hash order (tokenizers#1794): on small
-    # data two trainings can keep different tokens (ids are canonical, the token set is not).
     # Both runs share one trained vocabulary; a run keeps its own tokenizer.json, which is what
     # --resume reads.
-    vocab = train_wordpiece(training_texts(load_squad("sample").examples), 1500).save(tmp_path)
-    shared = ["data.max_train_samples=160", 'tokenizer.kind="vocab"', f'tokenizer.path="{vocab}"']
+    shared = ["data.max_train_samples=160", *_shared_vocab(tmp_path)]
     straight = load_config(None, [*_dropout_run(tmp_path, "straight", 3), *shared])
     train(straight, tmp_path)
 
@@ -222,26 +228,15 @@ def test_decay_epochs_stops_before_the_decay_ends():
 
 def test_decay_epochs_trains_the_first_epochs_of_the_longer_run(tmp_path: Path):
     """epochs=1, decay_epochs=2 repeats epoch 1 of a 2-epoch run: the same lr and loss each step."""
-    from squadqa.data import load_squad
-    from squadqa.tokenization import train_wordpiece, training_texts
+    from squadqa import rundir
     from squadqa.train import train
 
-    # One vocabulary for both runs (tokenizers#1794 can change a small vocabulary's token set).
-    vocab = train_wordpiece(training_texts(load_squad("sample").examples), 1500).save(tmp_path)
-    shared = [
-        *TINY,
-        'tokenizer.kind="vocab"',
-        f'tokenizer.path="{vocab}"',
-        "train.warmup_ratio=0.2",
-    ]
+    shared = [*TINY, *_shared_vocab(tmp_path), "train.warmup_ratio=0.2"]
     train(load_config(None, [*shared, "name=long", "train.epochs=2"]), tmp_path)
     train(
         load_config(None, [*shared, "name=cut", "train.epochs=1", "train.decay_epochs=2"]), tmp_path
     )
-    long, cut = (
-        [json.loads(x) for x in (tmp_path / name / "steps.jsonl").read_text().splitlines()]
-        for name in ("long", "cut")
-    )
+    long, cut = (rundir.read_jsonl(tmp_path / name / rundir.STEPS) for name in ("long", "cut"))
     first = [s for s in long if s["epoch"] == 1]
     assert len(cut) == len(first) > 1
     assert [s["lr"] for s in cut] == pytest.approx([s["lr"] for s in first], rel=1e-6)
