@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from conftest import TINY_TRAINING
 
+from squadqa import rundir
 from squadqa.config import load_config
 from squadqa.evaluation import evaluate_files
 
@@ -26,7 +27,7 @@ def _feature_cache(tmp_path_factory, monkeypatch):
 
 
 def _metrics(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return rundir.read_jsonl(run_dir / rundir.METRICS)
 
 
 def _shared_vocab(tmp_path: Path) -> list[str]:
@@ -228,7 +229,6 @@ def test_decay_epochs_stops_before_the_decay_ends():
 
 def test_decay_epochs_trains_the_first_epochs_of_the_longer_run(tmp_path: Path):
     """epochs=1, decay_epochs=2 repeats epoch 1 of a 2-epoch run: the same lr and loss each step."""
-    from squadqa import rundir
     from squadqa.train import train
 
     shared = [*TINY, *_shared_vocab(tmp_path), "train.warmup_ratio=0.2"]
