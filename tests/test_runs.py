@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -24,6 +25,8 @@ from squadqa.runs import (
     format_runs,
     humanize_count,
     humanize_duration,
+    process_start_ticks,
+    process_status,
     read_run,
     runs_command,
 )
@@ -254,17 +257,52 @@ def test_other_hosts_running_run_is_unknown(rows: dict[str, RunRow]) -> None:
     assert "gpu-box-17" in rows["elsewhere"].note
 
 
-def test_live_process_is_running_but_a_reused_pid_is_not(tmp_path: Path) -> None:
-    import os
+HAS_PROC = Path("/proc/self/stat").is_file()
 
-    make_run(tmp_path, "alive", status={"status": "running", "pid": os.getpid()})
-    # Same live pid, but the run started long before this process: the pid was reused.
+
+@pytest.mark.skipif(not HAS_PROC, reason="process start ticks come from /proc (Linux)")
+def test_live_process_is_running_but_a_reused_pid_is_not(tmp_path: Path) -> None:
+    me = process_status({})  # what train and pretrain write for the process they run in
+    assert me["pid"] == os.getpid()
+    make_run(tmp_path, "alive", status={"status": "running", **me})
+    # Same live pid, but recorded for a process that started at another tick: the pid was reused.
+    reused = {**me, "process_start_ticks": me["process_start_ticks"] - 1}
+    make_run(tmp_path, "reused", status={"status": "running", **reused})
+    # A run resumed by this process keeps its first `started`, decades ago.
+    resumed = process_status({"started": "2001-01-01T00:00:00+00:00"})
+    assert resumed["started"] == "2001-01-01T00:00:00+00:00"
+    make_run(tmp_path, "resumed", status={"status": "running", **resumed})
+    rows = {r.name: r for r in collect_runs(tmp_path)}
+    assert rows["alive"].status == "running"
+    assert rows["reused"].status == "crashed"
+    assert f"process {os.getpid()} is gone" in rows["reused"].note
+    assert rows["resumed"].status == "running"
+
+
+@pytest.mark.skipif(not HAS_PROC, reason="process start ticks come from /proc (Linux)")
+def test_start_ticks_order_processes_by_when_they_began() -> None:
+    mine = process_start_ticks(os.getpid())
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        theirs = process_start_ticks(child.pid)
+    finally:
+        child.kill()
+        child.wait()
+    assert isinstance(mine, int) and isinstance(theirs, int)
+    assert theirs >= mine  # the child began after this test process did
+    assert process_start_ticks(dead_pid()) is None
+
+
+def test_records_without_start_ticks_fall_back_to_wall_clock(tmp_path: Path) -> None:
+    # Status files written before `process_start_ticks` existed: the process must not have
+    # begun after the run did. The margins are hours, so clock drift cannot decide the test.
+    later = datetime.fromtimestamp(datetime.now(UTC).timestamp() + 3600, UTC).isoformat()
+    make_run(tmp_path, "alive", status={"status": "running", "pid": os.getpid(), "started": later})
     make_run(
         tmp_path,
         "reused",
         status={"status": "running", "pid": os.getpid(), "started": "2001-01-01T00:00:00+00:00"},
     )
-    # A run resumed by this process: first started long ago, this process started now.
     make_run(
         tmp_path,
         "resumed",
@@ -272,12 +310,14 @@ def test_live_process_is_running_but_a_reused_pid_is_not(tmp_path: Path) -> None
             "status": "running",
             "pid": os.getpid(),
             "started": "2001-01-01T00:00:00+00:00",
-            "process_started": NOW,
+            "process_started": later,
         },
     )
     rows = {r.name: r for r in collect_runs(tmp_path)}
     assert rows["alive"].status == "running"
-    assert rows["reused"].status == "crashed"
+    assert rows["reused"].status == (
+        "crashed" if HAS_PROC else "running"  # without /proc, existence is all that is known
+    )
     assert rows["resumed"].status == "running"
 
 

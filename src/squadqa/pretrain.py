@@ -16,8 +16,6 @@ reseeded at each step).
 
 from __future__ import annotations
 
-import os
-import socket
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,7 +35,8 @@ from squadqa.malloc import reuse_freed_memory
 from squadqa.model import QAConfig, QATransformer
 from squadqa.optim import WarmupDecay, make_optimizer
 from squadqa.pretrained import LoadReport
-from squadqa.rundir import RunRecord, now
+from squadqa.rundir import RunRecord
+from squadqa.runs import process_status
 from squadqa.tokenization import QATokenizer, load_tokenizer
 from squadqa.train import (
     BatchLoss,
@@ -528,10 +527,7 @@ def pretrain(
     record.status = {
         "status": "running",
         "kind": "pretrain",
-        "started": previous.get("started", now()),
-        "process_started": now(),
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
+        **process_status(previous),
         "backend": keras.backend.backend(),
         "malloc_tuned": malloc_tuned,
         "init": f"pretrain:{p.objective}",

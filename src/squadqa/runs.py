@@ -263,6 +263,31 @@ def _same_host(host: Any) -> bool:
     return host == here or host.split(".")[0] == here.split(".")[0]
 
 
+def process_status(previous: dict[str, Any]) -> dict[str, Any]:
+    """The status.json fields that let `squadqa runs` tell this process from a dead or reused pid.
+
+    `previous` is the status a resumed run left: it keeps its first `started`.
+    """
+    pid = os.getpid()
+    return {
+        "started": previous.get("started", rundir.now()),
+        "process_started": rundir.now(),
+        "host": socket.gethostname(),
+        "pid": pid,
+        "process_start_ticks": process_start_ticks(pid),
+    }
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """When `pid` started, in clock ticks since boot (None without /proc).
+
+    With the pid it names one process exactly: no wall clock is compared, so a clock stepped
+    or a boot time that drifted cannot make a live run look reused.
+    """
+    stat = _proc_stat(pid)
+    return None if stat is None else stat[1]
+
+
 def _check_running(status: dict[str, Any], notes: list[str]) -> str:
     """'running' only while its process lives; a SIGKILLed run cannot say it crashed."""
     if not _same_host(status.get("host")):
@@ -274,14 +299,18 @@ def _check_running(status: dict[str, Any], notes: list[str]) -> str:
         return "running?"
     # A resumed run keeps its first `started`; `process_started` is when this pid began.
     began = status.get("process_started") or status.get("started")
-    if not _pid_alive(pid, _parse_time(began)):
+    if not _pid_alive(pid, _int_or_none(status.get("process_start_ticks")), _parse_time(began)):
         notes.insert(0, f"process {pid} is gone (killed?)")
         return "crashed"
     return "running"
 
 
-def _pid_alive(pid: int, started: datetime | None) -> bool:
-    """Whether `pid` is still the training process (not dead, a zombie or a reused pid)."""
+def _pid_alive(pid: int, start_ticks: int | None, started: datetime | None) -> bool:
+    """Whether `pid` is still the training process (not dead, a zombie or a reused pid).
+
+    `start_ticks` (recorded since the fifteenth session) identifies the process exactly; records
+    without it fall back to comparing the process's start with the run's `started`, by wall clock.
+    """
     if pid <= 0:
         return False
     try:
@@ -295,17 +324,20 @@ def _pid_alive(pid: int, started: datetime | None) -> bool:
     stat = _proc_stat(pid)
     if stat is None:
         return True  # no /proc (not Linux): existence is all we can know
-    state, start_epoch = stat
+    state, ticks = stat
     if state in ("Z", "X"):
         return False
+    if start_ticks is not None and ticks is not None:
+        return ticks == start_ticks
     # A process that started after the run did is another program that got the same pid.
-    if started is None or start_epoch is None:
+    began = _ticks_to_time(ticks)
+    if started is None or began is None:
         return True
-    return start_epoch <= started.timestamp() + 2.0
+    return began <= started.timestamp() + 2.0
 
 
-def _proc_stat(pid: int) -> tuple[str, float | None] | None:
-    """(state, start time as a Unix timestamp) from /proc, or None where there is no /proc."""
+def _proc_stat(pid: int) -> tuple[str, int | None] | None:
+    """(state, start time in clock ticks since boot) from /proc, or None where there is no /proc."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -313,15 +345,24 @@ def _proc_stat(pid: int) -> tuple[str, float | None] | None:
     fields = raw[raw.rfind(")") + 2 :].split()
     state = fields[0] if fields else "?"
     try:
-        ticks = int(fields[19])  # field 22 of stat, counted after "pid (comm)"
+        return state, int(fields[19])  # field 22 of stat, counted after "pid (comm)"
+    except (IndexError, ValueError):
+        return state, None
+
+
+def _ticks_to_time(ticks: int | None) -> float | None:
+    """A start time in ticks since boot as a Unix timestamp (None when it cannot be read)."""
+    if ticks is None:
+        return None
+    try:
         boot = next(
             float(line.split()[1])
             for line in Path("/proc/stat").read_text().splitlines()
             if line.startswith("btime ")
         )
-        return state, boot + ticks / os.sysconf("SC_CLK_TCK")
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
     except (IndexError, ValueError, OSError, StopIteration):
-        return state, None
+        return None
 
 
 def _parse_time(value: Any) -> datetime | None:

@@ -10,8 +10,6 @@ The run directory's files and how they are written: `squadqa.rundir`.
 
 from __future__ import annotations
 
-import os
-import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -49,7 +47,8 @@ from squadqa.malloc import reuse_freed_memory
 from squadqa.model import QAConfig, QATransformer, float32_model, span_loss, span_objective
 from squadqa.optim import WarmupDecay, make_optimizer
 from squadqa.postprocess import Predictions, extract_answers
-from squadqa.rundir import RunRecord, now, write_json
+from squadqa.rundir import RunRecord, write_json
+from squadqa.runs import process_status
 from squadqa.tokenization import QATokenizer, load_tokenizer, train_wordpiece, training_texts
 from squadqa.tracking import Tracker, make_tracker
 
@@ -538,11 +537,8 @@ def train(
     previous = record.previous_status() if resume else {}
     record.status = {
         "status": "running",
-        "started": previous.get("started", now()),
-        "process_started": now(),
+        **process_status(previous),
         "features_peak_rss_mb": round(peak_rss_mb()),
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
         "backend": keras.backend.backend(),
         "replicas": replicas.devices,
         **({"processes": replicas.process_count} if replicas.process_count > 1 else {}),
