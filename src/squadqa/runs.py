@@ -308,8 +308,8 @@ def _check_running(status: dict[str, Any], notes: list[str]) -> str:
 def _pid_alive(pid: int, start_ticks: int | None, started: datetime | None) -> bool:
     """Whether `pid` is still the training process (not dead, a zombie or a reused pid).
 
-    `start_ticks` (recorded since the fifteenth session) identifies the process exactly; records
-    without it fall back to comparing the process's start with the run's `started`, by wall clock.
+    `start_ticks` identifies the process exactly. Status files written before it was recorded
+    fall back to comparing the process's start with the run's `started`, by wall clock.
     """
     if pid <= 0:
         return False
