@@ -224,7 +224,10 @@ def test_decay_epochs_stops_before_the_decay_ends():
     _, own = make_optimizer(TrainConfig(epochs=4, learning_rate=1.0, warmup_ratio=0.05), 10)
     assert (own.total_steps, own.warmup_steps) == (40, 2)  # 0 = over train.epochs
     with pytest.raises(ValueError, match="decay_epochs=3 is below"):
-        make_optimizer(TrainConfig(epochs=4, decay_epochs=3), 10)
+        TrainConfig(epochs=4, decay_epochs=3)
+    # From a config file and --set the pair fails as it loads, before any data is read.
+    with pytest.raises(ValueError, match=r"train\.decay_epochs=3 is below train\.epochs=4"):
+        load_config(None, ["train.epochs=4", "train.decay_epochs=3"])
 
 
 def test_decay_epochs_trains_the_first_epochs_of_the_longer_run(tmp_path: Path):

@@ -100,6 +100,14 @@ class TrainConfig:
         "tensorflow, which compile each new shape)",
     )
 
+    def __post_init__(self) -> None:
+        # Checked when the config loads, so a bad pair fails before featurisation, not after.
+        if self.decay_epochs and self.decay_epochs < self.epochs:
+            raise ValueError(
+                f"train.decay_epochs={self.decay_epochs} is below train.epochs={self.epochs}: the "
+                "last epochs would train at learning rate 0 (use 0 to decay over train.epochs)"
+            )
+
 
 @dataclass
 class TrackingConfig:

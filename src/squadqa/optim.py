@@ -145,11 +145,6 @@ def make_optimizer(
     t: TrainConfig, updates_per_epoch: int
 ) -> tuple[keras.optimizers.Optimizer, WarmupDecay]:
     """AdamW (no decay on norms), its warmup/decay laid out over `train.decay_epochs` or epochs."""
-    if t.decay_epochs and t.decay_epochs < t.epochs:
-        raise ValueError(
-            f"train.decay_epochs={t.decay_epochs} is below train.epochs={t.epochs}: the last "
-            "epochs would train at learning rate 0 (use 0 to decay over train.epochs)"
-        )
     total_updates = updates_per_epoch * (t.decay_epochs or t.epochs)
     schedule = WarmupDecay(
         t.learning_rate, total_updates, int(t.warmup_ratio * total_updates), t.schedule
