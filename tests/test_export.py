@@ -162,3 +162,67 @@ def test_missing_onnx_file_says_how_to_make_it(tiny_run: Path, tmp_path: Path) -
         QAPredictor.from_run_dir(run_dir, runtime="onnx-int8")
     with pytest.raises(ValueError, match="runtime must be one of"):
         QAPredictor.from_run_dir(run_dir, runtime="tensorrt")
+
+
+# The issue's repro: one window (4 sentences) whose answer must not depend on its neighbours.
+EIFFEL = (
+    "The Eiffel Tower is on the Champ de Mars in Paris. It is named after the engineer Gustave "
+    "Eiffel. "
+) * 4
+NEIGHBOURS = ["x", "Where is the tower?", "What is on the Champ de Mars in Paris, and since when?"]
+
+
+@pytest.mark.parametrize("runtime", ["keras", "onnx", "onnx-int8"])
+def test_answer_does_not_depend_on_other_questions(exported_tiny: Path, runtime: str) -> None:
+    """Alone, beside other questions (one model call) and among concurrent requests (request
+    batching): the same span and score. int8 was the one that failed (activation scales per
+    batch); it must be exact, the float runtimes agree to float noise."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from squadqa.inference import Batching
+
+    question = "Who is it named after?"
+    alone = QAPredictor.from_run_dir(exported_tiny, runtime=runtime).answer(EIFFEL, [question])[0]
+    predictor = QAPredictor.from_run_dir(exported_tiny, runtime=runtime)
+    paired = [predictor.answer(EIFFEL, [question, other])[0] for other in NEIGHBOURS]
+    batched = QAPredictor.from_run_dir(
+        exported_tiny, runtime=runtime, batching=Batching(max_wait_ms=50.0)
+    )
+    asks = [[question]] * 4 + [[q] for q in NEIGHBOURS] * 4
+    with ThreadPoolExecutor(len(asks)) as pool:
+        concurrent = [
+            answers[0]
+            for ask, answers in zip(
+                asks, pool.map(lambda q: batched.answer(EIFFEL, q), asks), strict=True
+            )
+            if ask == [question]
+        ]
+    assert batched._batcher is not None and batched._batcher.calls < len(asks)  # really batched
+    for got in paired + concurrent:
+        assert (got["start"], got["end"], got["text"]) == (
+            alone["start"],
+            alone["end"],
+            alone["text"],
+        )
+        if runtime == "onnx-int8":
+            assert got == alone
+        else:
+            assert got["score"] == pytest.approx(alone["score"], abs=1e-4)
+
+
+def test_int8_rows_are_run_alone(exported_tiny: Path) -> None:
+    """A window's int8 logits are those of the window run by itself at its own length, whatever
+    else is in the batch; past its length, the masked logit, as padding gets from the model."""
+    from squadqa.architecture import MASKED_LOGIT
+    from squadqa.onnx_model import OnnxModel
+
+    runner = OnnxModel(exported_tiny / rundir.ONNX_INT8, row_by_row=True)
+    batch = fresh_batches(exported_tiny)[0]  # 7 windows of several lengths, padded to 32
+    together = runner.predict_on_batch(batch)
+    lengths = batch["attention_mask"].sum(axis=1)
+    assert len(set(lengths.tolist())) > 1
+    for row, length in enumerate(lengths):
+        alone = runner.predict_on_batch({k: v[row : row + 1, :length] for k, v in batch.items()})
+        for name in ("start_logits", "end_logits"):
+            np.testing.assert_array_equal(together[name][row, :length], alone[name][0])
+            assert (together[name][row, length:] == MASKED_LOGIT).all()

@@ -15,6 +15,12 @@ from squadqa.settings import setting
 POSITION_EMBEDDINGS = ("learned", "sinusoidal", "rotary")
 HIDDEN_ACTS = ("gelu", "gelu_tanh", "relu")
 
+# The logit of a position that cannot start or end an answer (question, separators, padding).
+# Finite and representable in float16 too, so later casts never produce -inf/NaN; exp() of it
+# relative to any real logit is exactly 0 in float32. Here, not in the span head, so that the ONNX
+# Runtime path can use it without importing Keras.
+MASKED_LOGIT = -1e4
+
 # A saved config must state the architecture's sizes; the rest may take their defaults.
 SIZE_FIELDS = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size")
 

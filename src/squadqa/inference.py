@@ -346,7 +346,7 @@ class QAPredictor:
         else:
             from squadqa.onnx_model import OnnxModel
 
-            model = OnnxModel(run_dir / model_file)
+            model = OnnxModel(run_dir / model_file, row_by_row=model_file == rundir.ONNX_INT8)
             multiple = config.train.length_multiple or ONNX_LENGTH_MULTIPLE
         span_config = config.postprocess
         chosen = rundir.null_threshold(run_dir)

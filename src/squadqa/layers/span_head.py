@@ -12,9 +12,7 @@ from typing import Any
 import keras
 from keras import ops
 
-# Finite and representable in float16 too, so later casts never produce -inf/NaN; exp() of it
-# relative to any real logit is exactly 0 in float32.
-MASKED_LOGIT = -1e4
+from squadqa.architecture import MASKED_LOGIT
 
 
 @keras.saving.register_keras_serializable(package="squadqa")
