@@ -188,6 +188,26 @@ def test_evaluate_files_gz_and_plain(tmp_path: Path) -> None:
     }
     assert evaluate_files(gz, preds) == expected
     assert evaluate_files(plain, preds) == expected
+    # gzip is told by its content, as `squadqa data stats` tells it: names say nothing
+    unnamed, misnamed = tmp_path / "gzipped.json", tmp_path / "plain.json.gz"
+    unnamed.write_bytes(gz.read_bytes())
+    misnamed.write_text(plain.read_text())
+    assert evaluate_files(unnamed, preds) == expected
+    assert evaluate_files(misnamed, preds) == expected
+
+
+def test_cli_evaluate_takes_sample_as_predict_suggests(tmp_path: Path, capsys) -> None:
+    """`squadqa predict --data sample` ends with `squadqa evaluate sample OUT`: that must work.
+    The gold answers themselves as predictions score 100 (every question has its first answer)."""
+    from squadqa.cli import main
+    from squadqa.data import gold_answers, load_squad
+
+    preds = tmp_path / "p.json"
+    gold = gold_answers(load_squad("sample").examples)
+    preds.write_text(json.dumps({qid: answers[0] for qid, answers in gold.items()}))
+    assert main(["evaluate", "sample", str(preds)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["exact_match"] == 100.0 and result["total"] == len(gold)
 
 
 @pytest.mark.parametrize(

@@ -68,9 +68,12 @@ def _cmd_roundtrip(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from squadqa.data import data_path
     from squadqa.evaluation import evaluate_files
 
-    result = evaluate_files(args.data, args.predictions, args.na_prob_file, args.na_prob_thresh)
+    result = evaluate_files(
+        data_path(args.data), args.predictions, args.na_prob_file, args.na_prob_thresh
+    )
     print(json.dumps(result))
     return 0
 
@@ -257,22 +260,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     squadqa.import_backend_only()
     from squadqa.inference import Batching, QAPredictor
     from squadqa.serve.app import run
+    from squadqa.serve.limits import Limits
 
     batching = None
     if args.batch_requests:
-        batching = Batching(
-            max_batch_windows=args.max_batch_windows,
-            max_wait_ms=args.max_wait_ms,
-            max_queue=args.max_queue,
-        )
+        batching = Batching(max_batch_windows=args.max_batch_windows, max_wait_ms=args.max_wait_ms)
     predictor = QAPredictor.from_run_dir(args.model, runtime=args.runtime, batching=batching)
     predictor.warmup()
     mode = "request batching" if batching else "one request at a time"
     print(
-        f"serving {predictor.name} ({args.runtime}, {mode}) on http://{args.host}:{args.port}/ "
-        "(API docs at /docs)"
+        f"serving {predictor.name} ({args.runtime}, {mode}, at most {args.max_queue} requests in "
+        f"flight) on http://{args.host}:{args.port}/ (API docs at /docs)"
     )
-    run(predictor, host=args.host, port=args.port)
+    run(predictor, host=args.host, port=args.port, limits=Limits(max_queue=args.max_queue))
     return 0
 
 
@@ -307,25 +307,44 @@ def _add_runtime_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_batching_arguments(parser: argparse.ArgumentParser) -> None:
-    """`--batch-requests` and the `Batching` fields, with their defaults and help from there."""
+def _add_setting_arguments(
+    parser: argparse.ArgumentParser, cls: type, names: tuple[str, ...] = (), when: str = ""
+) -> None:
+    """`--name` for each `setting` field of `cls` (or those in `names`), with its default and
+    help from there."""
     import dataclasses
 
-    from squadqa.inference import Batching
     from squadqa.settings import help_of
+
+    for field in dataclasses.fields(cls):
+        if names and field.name not in names:
+            continue
+        parser.add_argument(
+            "--" + field.name.replace("_", "-"),
+            type=type(field.default),
+            default=field.default,
+            help=f"{when}{help_of(field)} (default {field.default})",
+        )
+
+
+def _add_batching_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--batch-requests` and the `Batching` fields."""
+    from squadqa.inference import Batching
 
     parser.add_argument(
         "--batch-requests",
         action="store_true",
         help="run concurrent requests' windows through the model together",
     )
-    for field in dataclasses.fields(Batching):
-        parser.add_argument(
-            "--" + field.name.replace("_", "-"),
-            type=type(field.default),
-            default=field.default,
-            help=f"with --batch-requests: {help_of(field)} (default {field.default})",
-        )
+    _add_setting_arguments(parser, Batching, when="with --batch-requests: ")
+
+
+def _add_queue_argument(parser: argparse.ArgumentParser) -> None:
+    """`--max-queue`, from `Limits`, whose module imports without FastAPI (so `--help` works
+    without the `serve` extra)."""
+    from squadqa.serve.limits import Limits
+
+    _add_setting_arguments(parser, Limits, ("max_queue",))
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -386,8 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     rt.set_defaults(func=_cmd_roundtrip)
 
     ev = sub.add_parser("evaluate", help="official SQuAD v1.1/v2.0 evaluation")
-    ev.add_argument("data")
-    ev.add_argument("predictions")
+    ev.add_argument("data", help="SQuAD v1.1/v2.0 JSON (plain or gzipped), or 'sample'")
+    ev.add_argument("predictions", help="JSON object: question id -> answer text")
     ev.add_argument("--na-prob-file", help="SQuAD 2.0: id -> no-answer probability")
     ev.add_argument("--na-prob-thresh", type=float, default=1.0)
     ev.set_defaults(func=_cmd_evaluate)
@@ -476,6 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--port", type=int, default=8000)
     _add_runtime_argument(se)
     _add_batching_arguments(se)
+    _add_queue_argument(se)
     se.set_defaults(func=_cmd_serve)
 
     av = sub.add_parser(

@@ -127,6 +127,11 @@ def sample_path() -> Path:
     return Path(__file__).parent / "sample" / "squad-v1.1-sample.json.gz"
 
 
+def data_path(path: str | Path) -> Path:
+    """A data file named on the command line or in a config: `"sample"` is the bundled sample."""
+    return sample_path() if str(path) == "sample" else Path(path)
+
+
 # --------------------------------------------------------------------------------------------
 # Validation of one question (shared by the JSON reader and the Hugging Face rows converter)
 
@@ -391,8 +396,8 @@ def load_squad(
         raise ValueError(f"max_samples must be >= 0, got {max_samples}")
     if max_articles is not None and max_articles < 0:
         raise ValueError(f"max_articles must be >= 0, got {max_articles}")
-    p = sample_path() if str(path) == "sample" else Path(path)
-    source = str(path) if str(path) != "sample" else str(p)
+    p = data_path(path)
+    source = str(p)
     doc = _read_json(p, source)
     if not isinstance(doc, dict):
         raise SquadFormatError(

@@ -130,10 +130,11 @@ def is_v2_dataset(dataset_json: Mapping[str, Any]) -> bool:
 
 
 def _read_json(path: str | Path) -> Any:
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        return json.load(f)
+    """Plain or gzipped JSON; gzip is recognised by its magic bytes, not by the file's name."""
+    raw = Path(path).read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    return json.loads(raw.decode("utf-8"))
 
 
 def load_dataset_json(path: str | Path) -> dict[str, Any]:
@@ -141,7 +142,7 @@ def load_dataset_json(path: str | Path) -> dict[str, Any]:
     answers from it directly, independent of :mod:`squadqa.data`."""
     try:
         data = _read_json(path)
-    except (OSError, ValueError) as e:  # JSONDecodeError, UnicodeDecodeError, BadGzipFile
+    except (OSError, EOFError, ValueError) as e:  # JSONDecodeError, UnicodeDecodeError, gzip
         raise ValueError(f"{path}: cannot read SQuAD dataset JSON: {e}") from e
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
         raise ValueError(f"{path}: not a SQuAD dataset (expected an object with a 'data' list)")
@@ -151,7 +152,7 @@ def load_dataset_json(path: str | Path) -> dict[str, Any]:
 def _load_mapping(path: str | Path, what: str, value_ok: Callable[[Any], bool], want: str) -> dict:
     try:
         data = _read_json(path)
-    except (OSError, ValueError) as e:
+    except (OSError, EOFError, ValueError) as e:
         raise ValueError(f"{path}: cannot read {what} JSON: {e}") from e
     if not isinstance(data, dict):
         raise ValueError(
