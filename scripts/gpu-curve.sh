@@ -31,6 +31,7 @@ out=$(cd "$out" && pwd)
 python3 scripts/minilm_fp16.py unpack .device/minilm
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || true
 runs=$(mktemp -d)
+trap 'rm -rf "$runs"' EXIT  # the records are copied to $OUT below; checkpoints are not kept
 read -ra extra <<< "${SET:-}"
 read -ra hf_extra <<< "${HF_ARGS:-}"
 common=(--set "data.train=\"$data/train-full.json.gz\"" --set "data.dev=\"$data/dev.json.gz\""

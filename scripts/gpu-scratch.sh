@@ -6,9 +6,9 @@
 #   then on the device:  [CONFIG=configs/X.toml] [PRETRAIN=configs/pretrain-Y.toml] \
 #       bash scripts/gpu-scratch.sh [extra --set overrides for the fine-tune...]
 # CONFIG (default configs/scratch-gpu.toml) is trained with its data paths pointed at the copied
-# data; with PRETRAIN, that pretraining config runs first and the fine-tune starts from it
-# (--init run:...), PRETRAIN_ARGS holding extra arguments for it. Run directories land under
-# $OUT/runs (or ./runs).
+# data; with PRETRAIN, that pretraining config runs first, on CONFIG's [model] (the encoder the
+# fine-tune is named for), and the fine-tune starts from it (--init run:...), PRETRAIN_ARGS
+# holding extra arguments for it. Run directories land under $OUT/runs (or ./runs).
 # Try it on the CPU first with tiny overrides, e.g.
 #   OUT=/tmp/gpu-try CONFIG=configs/scratch-full-gpu.toml bash scripts/gpu-scratch.sh \
 #       --set data.max_train_samples=64 --set data.max_dev_samples=32 --set train.epochs=1
@@ -39,12 +39,21 @@ for key in ("train", "dev"):
         print(f'--set=data.{key}="{sys.argv[2]}/{pathlib.Path(cfg["data"][key]).name}"')
 PY
 }
+# CONFIG's [model] as --set overrides: the pretraining trains the encoder the fine-tune names.
+model_sets() {
+  python3 - "$1" <<'PY'
+import json, pathlib, sys, tomllib
+for key, value in tomllib.loads(pathlib.Path(sys.argv[1]).read_text()).get("model", {}).items():
+    print(f"--set=model.{key}={json.dumps(value)}")
+PY
+}
 init=()
 if [ -n "${PRETRAIN:-}" ]; then
   name="$(basename "$PRETRAIN" .toml)"
   mapfile -t sets < <(data_sets "$PRETRAIN")
+  mapfile -t model < <(model_sets "$config")
   read -ra extra <<< "${PRETRAIN_ARGS:-}"
-  python3 -m squadqa.cli pretrain --config "$PRETRAIN" "${sets[@]}" "${extra[@]}" \
+  python3 -m squadqa.cli pretrain --config "$PRETRAIN" "${sets[@]}" "${model[@]}" "${extra[@]}" \
     --runs-dir "$out/runs"
   init=(--init "run:$out/runs/$name")
 fi

@@ -304,3 +304,23 @@ def test_init_from_a_missing_pretraining_run_says_how_to_make_it(tmp_path) -> No
     expected = r"not a `squadqa pretrain` run.*--name pretrain-mlm-e2"
     with pytest.raises(FileNotFoundError, match=expected):
         build_tokenizer(config, [])
+
+
+def test_a_checkpoints_architecture_overriding_set_model_keys_is_named() -> None:
+    """`--init run:`/`pretrained` trains the checkpoint's architecture; [model] keys the config
+    moved away from their defaults and that the checkpoint overrides are listed (they used to
+    be dropped silently: a 5M-parameter config trained a 0.7M encoder under its name)."""
+    from types import SimpleNamespace
+
+    from squadqa.model import QAConfig
+    from squadqa.train import overridden_architecture
+
+    checkpoint = SimpleNamespace(
+        config=QAConfig(vocab_size=100, hidden_size=128, num_layers=3, intermediate_size=512)
+    )
+    asked = load_config(
+        None, ["model.num_layers=6", "model.hidden_size=128", "model.hidden_dropout=0.3"]
+    )
+    # hidden_size agrees, dropout is the fine-tune's to set, the rest are defaults: one key.
+    assert overridden_architecture(asked, checkpoint) == ["num_layers = 6 (checkpoint: 3)"]
+    assert overridden_architecture(load_config(None, []), checkpoint) == []

@@ -23,7 +23,13 @@ from keras import ops
 from tokenizers import Tokenizer
 
 from squadqa import rundir
-from squadqa.config import RunConfig, architecture_settings, dump_config, load_config
+from squadqa.config import (
+    RunConfig,
+    architecture_settings,
+    dump_config,
+    load_config,
+    model_defaults,
+)
 from squadqa.data import Example, SquadData, default_cache_dir, gold_answers, load_squad
 from squadqa.distributed import (
     ONE_DEVICE,
@@ -215,21 +221,40 @@ def shared_tokenizer(tokenizer: QATokenizer, replicas: Replicas) -> QATokenizer:
     return QATokenizer(Tokenizer.from_str(broadcast_text(tokenizer.tokenizer.to_str(), replicas)))
 
 
+def overridden_architecture(config: RunConfig, model: QATransformer) -> list[str]:
+    """The [model] settings that `config` moves away from their defaults but a checkpoint's
+    architecture overrides (its architecture wins), as `key = config's (checkpoint: theirs)`."""
+    defaults, built = model_defaults(), architecture_settings(model.config)
+    return [
+        f"{key} = {value!r} (checkpoint: {built[key]!r})"
+        for key, value in config.model.items()
+        if "dropout" not in key and value != defaults[key] and value != built[key]
+    ]
+
+
 def build_model(config: RunConfig, vocab_size: int) -> tuple[QATransformer, str]:
     init = config.train.init
     dropout = {k: v for k, v in config.model.items() if "dropout" in k}
-    if init.startswith("pretrained"):
-        from squadqa.pretrained import load_pretrained
+    if init.startswith("pretrained") or init.startswith("run:"):
+        if init.startswith("pretrained"):
+            from squadqa.pretrained import load_pretrained
 
-        model, _, report = load_pretrained(_pretrained_path(init), **dropout)
-        print(report.summary())
-        return model, "pretrained"
-    if init.startswith("run:"):
-        from squadqa.pretrain import load_encoder
+            model, _, report = load_pretrained(_pretrained_path(init), **dropout)
+            label = "pretrained"
+        else:
+            from squadqa.pretrain import load_encoder
 
-        model, report = load_encoder(init[len("run:") :], **dropout)
+            model, report = load_encoder(init[len("run:") :], **dropout)
+            label = report.label
         print(report.summary())
-        return model, report.label
+        ignored = overridden_architecture(config, model)
+        if ignored:
+            print(
+                f"warning: train.init={init!r} brings its own architecture, so these [model] "
+                f"settings are not used: {'; '.join(ignored)}",
+                file=sys.stderr,
+            )
+        return model, label
     if init != "scratch":
         raise ValueError(
             f"train.init={init!r}: use scratch, pretrained, pretrained:PATH or run:RUN_DIR"
