@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import http.client
 import json
 import re
 import select
 import socket
 import threading
+import time
 
 import pytest
 
 pytest.importorskip("fastapi")
+import httpx
 from fastapi.testclient import TestClient
 from test_inference import check_answer
 
-from squadqa.inference import ServerBusy
-from squadqa.serve.app import BodyLimitMiddleware, Limits, create_app
+from squadqa.serve.app import BodyLimitMiddleware, Limits, create_app, serve_in_thread
 
 LIMITS = Limits(
     max_body_bytes=4096, max_context_chars=1500, max_questions=3, max_question_chars=200,
@@ -35,6 +37,31 @@ CONTEXT = (
 def client(predictor):
     with TestClient(create_app(predictor, LIMITS), raise_server_exceptions=False) as c:
         yield c
+
+
+class FakePredictor:
+    """Answers at once, the context's first 4 characters, without a model: a `Predictor` for
+    what the app does around the model. `held`: every call waits for `release` (a slow model);
+    `asked` lists the questions of each call that reached it."""
+
+    name = "fake"
+
+    def __init__(self, held: bool = False) -> None:
+        self.release, self.asked = threading.Event(), []
+        if not held:
+            self.release.set()
+
+    def answer(self, context: str, questions: list[str], top_k: int = 3) -> list[dict]:
+        self.asked.append(questions)
+        assert self.release.wait(60), "the test never released the fake model"
+        answers = []
+        for question in questions:
+            span = {"text": context[:4], "score": 1.0, "start": 0, "end": 4, "probability": 1.0}
+            answers.append(
+                {**span, "question": question, "no_answer": False, "null_score": 0.0,
+                 "alternatives": [span]}
+            )  # fmt: skip
+        return answers
 
 
 def post(client: TestClient, body: object, **kwargs):
@@ -240,18 +267,61 @@ def test_healthz(client):
     assert body["queue_depth"] == 0
 
 
-def test_a_full_request_queue_is_a_json_503():
-    class Busy:
-        name, queue_depth = "busy", 64
+def test_requests_beyond_max_queue_get_503_at_once():
+    """40 concurrent requests, `max_queue` 4, a model that holds every call: 4 are accepted and
+    36 refused, all 36 answered while the model still holds the 4 (so at once, not after a
+    worker thread or the model came free); then the 4 get their own answers and the count
+    returns to 0. Without the admission bound none is refused and this fails at the deadline."""
+    model = FakePredictor(held=True)
+    limits = dataclasses.replace(LIMITS, max_queue=4)
+    n = 40
 
-        def answer(self, context, questions, top_k=3):
-            raise ServerBusy("64 requests are already waiting for the model")
+    async def flood(url: str) -> None:
+        pool = httpx.Limits(max_connections=n + 1)
+        async with httpx.AsyncClient(base_url=url, timeout=60, limits=pool) as http:
 
-    with TestClient(create_app(Busy(), LIMITS), raise_server_exceptions=False) as busy:
-        response = post(busy, {"context": CONTEXT, "question": "Who?"})
-        assert_error(response, 503, words="already waiting")
-        assert response.headers["retry-after"] == "1"
-        assert busy.get("/healthz").json()["queue_depth"] == 64
+            async def ask(i: int) -> tuple[httpx.Response, float]:
+                started = time.perf_counter()
+                body = {"context": CONTEXT, "question": f"Question {i}?"}
+                response = await http.post("/v1/answer", json=body)
+                return response, time.perf_counter() - started
+
+            tasks = [asyncio.create_task(ask(i)) for i in range(n)]
+            try:
+                deadline = time.monotonic() + 30
+                while sum(t.done() for t in tasks) < n - 4 and time.monotonic() < deadline:
+                    await asyncio.sleep(0.01)
+                refused = [t.result() for t in tasks if t.done()]
+                assert len(refused) == n - 4, f"{len(refused)} of {n} answered while held"
+                for response, seconds in refused:
+                    assert_error(response, 503, words="4 requests are already waiting")
+                    assert response.json()["error"] == "server_busy"
+                    assert response.headers["retry-after"] == "1"
+                    assert seconds < 10  # generous: in practice milliseconds
+                assert (await http.get("/healthz")).json()["queue_depth"] == 4
+                assert len(model.asked) <= 4  # the refused never reached the model
+            finally:
+                model.release.set()  # also after a failed check: no request stays held
+            results = [await task for task in tasks]
+            statuses = sorted(response.status_code for response, _ in results)
+            assert statuses == [200] * 4 + [503] * (n - 4)
+            for i, (response, _) in enumerate(results):
+                if response.status_code == 200:
+                    (answer,) = response.json()["answers"]
+                    assert answer["question"] == f"Question {i}?" and answer["text"] == "The "
+            assert len(model.asked) == 4
+            assert (await http.get("/healthz")).json()["queue_depth"] == 0
+
+    with serve_in_thread(create_app(model, limits)) as url:
+        asyncio.run(asyncio.wait_for(flood(url), timeout=120))
+
+
+def test_serve_command_bounds_requests_with_or_without_batching():
+    from squadqa.cli import build_parser
+
+    args = build_parser().parse_args(["serve", "--model", "RUN", "--max-queue", "4"])
+    assert args.max_queue == 4 and not args.batch_requests
+    assert build_parser().parse_args(["serve", "--model", "RUN"]).max_queue == 64
 
 
 def test_openapi_and_docs(client):

@@ -125,25 +125,24 @@ class _LockedModel:
 
 @dataclass(frozen=True)
 class Batching:
-    """Request batching of `squadqa serve`: concurrent requests' windows in one model call."""
+    """Request batching of `squadqa serve`: concurrent requests' windows in one model call.
+
+    How many requests may wait is not bounded here but where they arrive, by the server
+    (`squadqa.serve.limits.Limits.max_queue`): most of them wait for a worker thread before they
+    reach this queue, and an unbatched server needs the same bound.
+    """
 
     max_batch_windows: int = setting(32, "most windows (of all waiting requests) in one call")
     max_wait_ms: float = setting(
         5.0, "how long a call waits for more requests while others are on their way"
     )
-    max_queue: int = setting(64, "requests waiting for the model; more get 503 server_busy")
 
     def __post_init__(self) -> None:
-        for name in ("max_batch_windows", "max_queue"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"Batching.{name}={value!r} must be a positive integer")
+        value = self.max_batch_windows
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"Batching.max_batch_windows={value!r} must be a positive integer")
         if not self.max_wait_ms >= 0:
             raise ValueError(f"Batching.max_wait_ms={self.max_wait_ms!r} must be >= 0")
-
-
-class ServerBusy(RuntimeError):
-    """The request queue is full (`Batching.max_queue`): the server answers 503."""
 
 
 @dataclass
@@ -181,7 +180,7 @@ class RequestBatcher:
 
     def __init__(self, run: Callable[[Any], tuple[list, list]], options: Batching) -> None:
         self._run, self.options = run, options
-        self._queue: queue.Queue[_Job] = queue.Queue(maxsize=options.max_queue)
+        self._queue: queue.Queue[_Job] = queue.Queue()  # bounded by the server's admission
         self._arriving = 0  # requests between `arrive()` and `logits()` returning
         self._count_lock = threading.Lock()
         self.calls = 0  # model calls made (a batch of several requests counts once)
@@ -190,6 +189,7 @@ class RequestBatcher:
 
     @property
     def queue_depth(self) -> int:
+        """Requests queued here for the next model call (not those waiting for a thread)."""
         return self._queue.qsize()
 
     @contextmanager
@@ -205,12 +205,7 @@ class RequestBatcher:
 
     def logits(self, features: Features) -> tuple[list[np.ndarray], list[np.ndarray]]:
         job = _Job(features)
-        try:
-            self._queue.put_nowait(job)
-        except queue.Full:
-            raise ServerBusy(
-                f"{self.options.max_queue} requests are already waiting for the model"
-            ) from None
+        self._queue.put(job)
         job.done.wait()
         if job.error is not None:
             raise job.error
@@ -283,11 +278,6 @@ class QAPredictor:
         self._batcher = (
             None if self.batching is None else RequestBatcher(self._logits, self.batching)
         )
-
-    @property
-    def queue_depth(self) -> int:
-        """Requests waiting for the model (always 0 without batching)."""
-        return 0 if self._batcher is None else self._batcher.queue_depth
 
     def _logits(
         self, features: Any, batch_size: int | None = None, progress: Any = None

@@ -8,7 +8,8 @@ Every bad request gets a JSON error naming what is wrong, never a 500 or a hang:
 * 408 when the body does not arrive within `Limits.body_timeout_s`;
 * 400 for malformed JSON, 415 for a body that is not declared JSON;
 * 422 for a missing, empty, whitespace-only or non-string field, too many questions, a context or
-  question over its length limit, or an unknown field; the message names the field.
+  question over its length limit, or an unknown field; the message names the field;
+* 503 at once when `Limits.max_queue` requests are already in flight (`Admission`).
 
 The model runs in Starlette's thread pool (`run_in_threadpool`) so the event loop keeps serving
 health checks and rejecting bad requests while it computes; `QAPredictor` serialises calls into
@@ -24,7 +25,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -36,36 +37,20 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from squadqa.inference import ServerBusy
+from squadqa.serve.limits import Limits
 
 if TYPE_CHECKING:
     from squadqa.inference import AnswerDict
+
+ANSWER_PATH = "/v1/answer"
 
 
 class Predictor(Protocol):
     """What the app needs of `squadqa.inference.QAPredictor` (a fake will do in tests)."""
 
     name: str
-    queue_depth: int  # requests waiting for the model (0 without request batching)
 
     def answer(self, context: str, questions: list[str], top_k: int = 3) -> list[AnswerDict]: ...
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Request limits. The body limit leaves room for the longest valid request, JSON-escaped."""
-
-    max_body_bytes: int = 256 * 1024
-    max_context_chars: int = 20_000
-    max_questions: int = 16
-    max_question_chars: int = 1_000
-    max_top_k: int = 20
-    body_timeout_s: float = 15.0
-
-    def __post_init__(self) -> None:
-        for name, value in asdict(self).items():
-            if value <= 0:
-                raise ValueError(f"Limits.{name}={value} must be positive")
 
 
 # --------------------------------------------------------------------------- errors
@@ -117,6 +102,46 @@ class ErrorResponse(BaseModel):
     errors: list[dict[str, str]] | None = Field(
         default=None, description="one {field, message} per problem"
     )
+
+
+class Admission:
+    """Counts the requests to the model accepted and not yet answered, and refuses one more than
+    `limit` with 503 at once: `gate` is an ASGI middleware around the answer route.
+
+    It lives in the app, not in the predictor: a request must count from the moment the app
+    has it, while it still waits for one of the thread pool's workers (anyio's 40), which only
+    the app sees; and so every `Predictor` (batched, serialised on a lock, or a test's fake)
+    gets the same bound and `/healthz` the same count without implementing either. The gate
+    runs once the body is read and before FastAPI parses it, so a refusal costs no more than
+    uvicorn's own handling of a request (a full server answers even an invalid request 503); it
+    only ever runs on the event loop's thread, so the count needs no lock.
+    """
+
+    RETRY_AFTER_S = 1
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.depth = limit, 0
+
+    def gate(self, app: ASGIApp, method: str, path: str) -> ASGIApp:
+        async def gated(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] != "http" or (scope["method"], scope["path"]) != (method, path):
+                await app(scope, receive, send)
+            elif self.depth >= self.limit:
+                message = (
+                    f"{self.limit} requests are already waiting for the model or in it; retry "
+                    f"after {self.RETRY_AFTER_S} s"
+                )
+                response = _error(503, "server_busy", message)
+                response.headers["retry-after"] = str(self.RETRY_AFTER_S)
+                await response(scope, receive, send)
+            else:
+                self.depth += 1
+                try:
+                    await app(scope, receive, send)
+                finally:
+                    self.depth -= 1
+
+        return gated
 
 
 # --------------------------------------------------------------------------- body limit
@@ -340,7 +365,10 @@ def create_app(predictor: Predictor, limits: Limits | None = None) -> FastAPI:
         summary="Extractive question answering: the answer is a span of the given context.",
         version="1",
     )
-    app.state.predictor, app.state.limits = predictor, limits
+    admission = Admission(limits.max_queue)
+    app.state.predictor, app.state.limits, app.state.admission = predictor, limits, admission
+    # The last added runs first: the body is read (and limited) before admission.
+    app.add_middleware(admission.gate, method="POST", path=ANSWER_PATH)
     app.add_middleware(
         BodyLimitMiddleware, max_bytes=limits.max_body_bytes, timeout_s=limits.body_timeout_s
     )
@@ -394,32 +422,28 @@ def create_app(predictor: Predictor, limits: Limits | None = None) -> FastAPI:
             (413, "body too large"),
             (415, "body not JSON"),
             (422, "invalid or missing field, or a limit exceeded"),
-            (503, "request queue full (request batching): retry after the Retry-After seconds"),
+            (503, "max_queue requests in flight already: retry after the Retry-After seconds"),
         )
     }
 
-    @app.post("/v1/answer", response_model=AnswerResponse, responses=error_responses)
+    @app.post(ANSWER_PATH, response_model=AnswerResponse, responses=error_responses)
     async def answer(request: AnswerRequest) -> Any:
         """Answer one or several questions about a context with spans of it."""
         questions = _questions(request, limits)
-        try:
-            answers = await run_in_threadpool(
-                predictor.answer, request.context, questions, request.top_k
-            )
-        except ServerBusy as err:
-            response = _error(503, "server_busy", f"{err}; retry shortly")
-            response.headers["retry-after"] = "1"
-            return response
+        answers = await run_in_threadpool(
+            predictor.answer, request.context, questions, request.top_k
+        )
         return {"model": predictor.name, "answers": answers}
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
         """Liveness: the model is loaded and the server answers; `queue_depth`: requests
-        waiting for the model (request batching; 0 otherwise)."""
+        accepted and not yet answered (in the model or waiting for it), at most
+        `limits.max_queue`."""
         return {
             "status": "ok",
             "model": predictor.name,
-            "queue_depth": predictor.queue_depth,
+            "queue_depth": admission.depth,
             "limits": asdict(limits),
         }
 
