@@ -219,16 +219,33 @@ def test_invalid_content_length_is_400(client):
     assert_error(client.post("/v1/answer", content=b"{}", headers=headers), 400)
 
 
-def test_largest_valid_request_fits_the_default_body_limit():
-    """The default body limit must not refuse a request that is within every other limit."""
-    limits = Limits()
-    worst = "\x01"  # JSON-escaped as \\u0001: 6 bytes per character
+@pytest.mark.parametrize("indent", [None, 2])
+def test_longest_valid_request_passes_the_default_body_limit(indent):
+    """Every text at its limit, all emoji, sent with Python's default `json.dumps` (each emoji
+    escaped as a surrogate pair, `\\ud83d\\ude00`: 12 bytes) is a valid request: 200, not 413."""
     body = {
-        "context": worst * limits.max_context_chars,
-        "questions": [worst * limits.max_question_chars] * limits.max_questions,
-        "top_k": limits.max_top_k,
+        "context": "\U0001f600" * 20_000,
+        "questions": ["\U0001f600" * 1_000] * 16,
+        "top_k": 20,
     }
-    assert len(json.dumps(body).encode()) <= limits.max_body_bytes
+    raw = json.dumps(body, indent=indent).encode()
+    assert len(raw) > 12 * 36_000 > 256 * 1024  # the old fixed limit refused it
+    with TestClient(create_app(FakePredictor()), raise_server_exceptions=False) as fast:
+        response = fast.post(
+            "/v1/answer", content=raw, headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 200, response.text[:300]
+        assert [a["question"] for a in response.json()["answers"]] == body["questions"]
+        assert fast.get("/healthz").json()["limits"]["max_body_bytes"] >= len(raw)
+
+
+def test_body_limit_follows_the_other_limits():
+    small = Limits(max_context_chars=100, max_questions=2, max_question_chars=10)
+    # 12 bytes per character of 100 + 2 x 10, 16 per text (3), 4096 for the rest.
+    assert small.max_body_bytes == 12 * 120 + 16 * 3 + 4096
+    assert Limits(max_body_bytes=1000).max_body_bytes == 1000  # an explicit limit is kept
+    with pytest.raises(ValueError, match="max_body_bytes=0"):
+        Limits(max_body_bytes=0)
 
 
 def test_a_stalled_body_gets_408_not_a_hang():
