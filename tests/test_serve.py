@@ -64,6 +64,19 @@ class FakePredictor:
         return answers
 
 
+def raw_exchange(url: str, request: bytes) -> tuple[bytes, bytes]:
+    """Send raw bytes to the server, read until it closes: (status line and headers, body)."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(request)
+        raw = b""
+        with contextlib.suppress(ConnectionResetError):
+            while part := sock.recv(65536):
+                raw += part
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return head, body
+
+
 def post(client: TestClient, body: object, **kwargs):
     return client.post("/v1/answer", json=body, **kwargs)
 
@@ -107,9 +120,17 @@ def test_several_questions_and_top_k(client):
 
 
 def test_context_without_tokens_gets_an_empty_answer(client):
-    response = post(client, {"context": "\u200b\u200b", "question": "What?"})
+    # U+FFFD is visible (not blank) but the tokenizer's normaliser drops it: no token at all.
+    response = post(client, {"context": "\ufffd\ufffd", "question": "What?"})
     assert response.status_code == 200
     assert response.json()["answers"][0]["text"] == ""
+
+
+def test_invisible_characters_around_a_question_are_fine(client):
+    question = "\u200bWho is it named after?\u200d "
+    response = post(client, {"context": CONTEXT, "question": question})
+    assert response.status_code == 200, response.text
+    assert response.json()["answers"][0]["question"] == question
 
 
 def test_concurrent_requests(client):
@@ -142,15 +163,20 @@ def test_concurrent_requests(client):
         ({"context": 42, "question": "Who?"}, "context", "string"),
         ({"context": ["a"], "question": "Who?"}, "context", "string"),
         ({"context": None, "question": "Who?"}, "context", "string"),
+        ({"context": "\u200b", "question": "Who?"}, "context", "invisible"),
+        ({"context": "\u200b\u2060\ufeff\u00a0\u3000\n", "question": "Who?"}, "context", "empty"),
         ({"context": CONTEXT}, "question", "required"),
         ({"context": CONTEXT, "question": ""}, "question", "empty"),
         ({"context": CONTEXT, "question": "   "}, "question", "whitespace"),
         ({"context": CONTEXT, "question": 7}, "question", "string"),
         ({"context": CONTEXT, "question": {"q": 1}}, "question", "string"),
+        ({"context": CONTEXT, "question": "\u200b"}, "question", "invisible"),
+        ({"context": CONTEXT, "question": "\x00\x7f\u2028\u200e\t"}, "question", "invisible"),
         ({"context": CONTEXT, "question": "a", "questions": ["b"]}, "question", "not both"),
         ({"context": CONTEXT, "questions": []}, "questions", "at least one"),
         ({"context": CONTEXT, "questions": "Who?"}, "questions", "list"),
         ({"context": CONTEXT, "questions": ["Who?", " "]}, "questions", "question 1"),
+        ({"context": CONTEXT, "questions": ["Who?", "\u200c\u200d"]}, "questions", "question 1"),
         ({"context": CONTEXT, "questions": ["Who?", 3]}, "questions[1]", "string"),
         ({"context": CONTEXT, "questions": ["a", "b", "c", "d"]}, "questions", "limit is 3"),
         ({"context": "word " * 400, "question": "Who?"}, "context", "limit is 1500"),
@@ -272,6 +298,49 @@ def test_unknown_route_and_method_are_json(client):
     assert_error(client.get("/v1/answer"), 405)
 
 
+@pytest.fixture(scope="module")
+def fake_server():
+    """A real uvicorn server on 127.0.0.1 around `FakePredictor` (no model needed)."""
+    with serve_in_thread(create_app(FakePredictor(), LIMITS)) as url:
+        yield url
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"POST /v1/answer HTTP/1.1\r\nHost: t\r\nContent-Length: abc\r\n\r\n{}",
+        b"GARBAGE\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost t\r\n\r\n",  # a header without its colon
+    ],
+)
+def test_malformed_http_is_a_json_400(fake_server, request_bytes):
+    """uvicorn answers these before the app sees them: in the app's JSON shape all the same."""
+    head, body = raw_exchange(fake_server, request_bytes)
+    lines = head.decode("latin-1").split("\r\n")
+    assert lines[0].startswith("HTTP/1.1 400"), head
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    assert headers["content-type"] == "application/json"
+    assert int(headers["content-length"]) == len(body)
+    payload = json.loads(body)
+    assert (
+        payload["error"] == "bad_request" and "invalid http request" in payload["message"].lower()
+    )
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/"])
+def test_head_answers_like_get_without_a_body(fake_server, path):
+    get_head, get_body = raw_exchange(
+        fake_server, f"GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode()
+    )
+    head, body = raw_exchange(
+        fake_server, f"HEAD {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode()
+    )
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert body == b""
+    type_of = [line for line in head.split(b"\r\n") if line.lower().startswith(b"content-type")]
+    assert type_of and type_of[0] in get_head and get_body
+
+
 # --------------------------------------------------------------------------- the rest
 
 
@@ -350,6 +419,24 @@ def test_openapi_and_docs(client):
     assert {"context", "question", "questions", "top_k"} <= set(schema["properties"])
     assert "/healthz" in spec["paths"]
     assert client.get("/docs").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("limits", "numbers"), [(Limits(), (20_000, 16, 1_000, 20)), (LIMITS, (1500, 3, 200, 5))]
+)
+def test_openapi_states_the_limits(limits, numbers):
+    """A client reads the app's actual limits from the schema (the defaults and LIMITS)."""
+    with TestClient(create_app(FakePredictor(), limits)) as fast:
+        spec = fast.get("/openapi.json").json()
+    fields = spec["components"]["schemas"]["AnswerRequest"]["properties"]
+    context_chars, questions, question_chars, top_k = numbers
+    assert fields["context"]["maxLength"] == context_chars
+    (many,) = [b for b in fields["questions"]["anyOf"] if b.get("type") == "array"]
+    assert many["maxItems"] == questions and many["items"]["maxLength"] == question_chars
+    (one,) = [b for b in fields["question"]["anyOf"] if b.get("type") == "string"]
+    assert one["maxLength"] == question_chars
+    assert fields["top_k"]["maximum"] == top_k and fields["top_k"]["minimum"] == 1
+    assert set(spec["paths"]["/healthz"]) == {"get"}  # HEAD works, and is implied by HTTP
 
 
 def test_page_is_self_contained(client):

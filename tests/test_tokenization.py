@@ -53,6 +53,14 @@ def test_train_wordpiece_save_load(tmp_path: Path, sample_examples):
     assert "Genome GENOME"[first_start:first_end].lower().startswith("gen")
 
 
+def test_training_a_vocabulary_prints_nothing(sample_examples, capfd):
+    """The trainer's progress bars printed bare newlines on stdout when it was not a terminal:
+    stray blank lines in every `squadqa train` log."""
+    train_wordpiece(training_texts(sample_examples), vocab_size=1000)
+    out, err = capfd.readouterr()
+    assert (out, err) == ("", "")
+
+
 def test_training_texts_dedups_contexts(sample_examples):
     texts = list(training_texts(sample_examples))
     contexts = {e.context for e in sample_examples}

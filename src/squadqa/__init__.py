@@ -5,6 +5,9 @@ import sys
 
 # Keras picks its backend at import time; torch is this project's default.
 os.environ.setdefault("KERAS_BACKEND", "torch")
+# TensorFlow's C++ start-up INFO lines (CPU feature guard, oneDNN, absl) on every command that
+# imports Keras where tensorflow is installed; its warnings and errors still show.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 __version__ = "0.1.0"
 

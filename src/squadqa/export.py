@@ -15,8 +15,12 @@ a dev-F1 question (docs/results.md).
 
 from __future__ import annotations
 
+import logging
 import os
 import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +61,35 @@ def max_logit_difference(outputs: dict[str, Any], reference: dict[str, Any]) -> 
             raise ValueError(f"{name}: shape {a.shape} differs from the Keras model's {b.shape}")
         worst = max(worst, float(np.max(np.abs(a - b))))
     return worst
+
+
+class _NotThisMessage(logging.Filter):
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefix)
+
+
+@contextmanager
+def _quiet_exporters() -> Iterator[None]:
+    """Hide what torch.onnx and onnxruntime.quantization say about themselves on every export
+    (torchvision ops it skips, deprecations inside torch, renamed axes, a pre-processing hint):
+    nothing the user can act on. Errors, and the check against Keras, are unaffected."""
+    torch_onnx = logging.getLogger("torch.onnx")
+    level = torch_onnx.level
+    hint = _NotThisMessage("Please consider to run pre-processing before quantization")
+    torch_onnx.setLevel(logging.ERROR)
+    logging.getLogger().addFilter(hint)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning, module="copyreg")
+            warnings.filterwarnings("ignore", message=r"# The axis name: .* will not be used")
+            yield
+    finally:
+        torch_onnx.setLevel(level)
+        logging.getLogger().removeFilter(hint)
 
 
 def _export_fp32(model: Any, example: dict[str, np.ndarray], path: Path) -> None:
@@ -158,7 +191,7 @@ def export_onnx(
     fp32, int8 = run_dir / rundir.ONNX, run_dir / rundir.ONNX_INT8
     candidate = run_dir / f".unchecked-{os.getpid()}-{rundir.ONNX}"
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _quiet_exporters():
             _export_fp32(model, batches[0], candidate)
         difference = check(candidate)
         if difference > tolerance:
@@ -177,7 +210,8 @@ def export_onnx(
     int8.unlink(missing_ok=True)  # made from the file just replaced: never serve a stale one
     if quantize == "int8":
         started = time.perf_counter()
-        _quantize_int8(fp32, int8)
+        with _quiet_exporters():
+            _quantize_int8(fp32, int8)
         files[rundir.ONNX_INT8] = {
             "bytes": int8.stat().st_size,
             "max_abs_logit_diff": check(int8),

@@ -97,6 +97,7 @@ def train_wordpiece(
         min_frequency=min_frequency,
         special_tokens=list(SPECIAL_TOKENS),
         continuing_subword_prefix="##",
+        show_progress=False,  # its bars print bare newlines on stdout when it is not a terminal
     )
     tokenizer.train_from_iterator(texts, trainer=trainer)
     return QATokenizer(canonical_ids(tokenizer, lowercase))

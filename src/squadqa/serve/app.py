@@ -2,13 +2,15 @@
 
 Every bad request gets a JSON error naming what is wrong, never a 500 or a hang:
 
+* 400 for a request that is not HTTP at all (a garbage request line, `Content-Length: abc`),
+  answered by uvicorn before the app sees it (`JsonBadRequestProtocol`);
 * 413 when the body is over `Limits.max_body_bytes`: checked on `Content-Length` before reading,
   and again on the bytes actually received (a missing or dishonest header changes nothing), by
   `BodyLimitMiddleware`, which never holds more than the limit in memory;
 * 408 when the body does not arrive within `Limits.body_timeout_s`;
 * 400 for malformed JSON, 415 for a body that is not declared JSON;
-* 422 for a missing, empty, whitespace-only or non-string field, too many questions, a context or
-  question over its length limit, or an unknown field; the message names the field;
+* 422 for a missing, blank (nothing visible: `is_blank`) or non-string field, too many questions,
+  a context or question over its length limit, or an unknown field; the message names the field;
 * 503 at once when `Limits.max_queue` requests are already in flight (`Admission`).
 
 The model runs in Starlette's thread pool (`run_in_threadpool`) so the event loop keeps serving
@@ -19,10 +21,12 @@ the Keras model with its own lock.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import socket
 import threading
 import time
+import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -227,13 +231,24 @@ class BodyLimitMiddleware:
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# What shows nothing: separators (Zs, Zl, Zp: spaces, line breaks), controls (Cc: tab, newline,
+# NUL) and format characters (Cf: zero-width space, joiners, BOM, direction marks).
+_INVISIBLE_CATEGORIES = frozenset({"Zs", "Zl", "Zp", "Cc", "Cf"})
+
+
+def is_blank(text: str) -> bool:
+    """No visible character: the one definition of blank, for context and every question."""
+    return all(unicodedata.category(c) in _INVISIBLE_CATEGORIES for c in text)
 
 
 def _non_blank(value: str) -> str:
     """A usable text: not blank, and valid Unicode (JSON's `"\\ud800"` escapes can smuggle a lone
     UTF-16 surrogate into a Python str, which no tokenizer accepts)."""
-    if not value.strip():
-        raise ValueError("must not be empty or whitespace-only")
+    if is_blank(value):
+        raise ValueError(
+            "must not be empty or hold only whitespace and invisible characters (control or "
+            "format characters such as U+200B)"
+        )
     bad = _SURROGATE.search(value)
     if bad:
         raise ValueError(
@@ -352,6 +367,26 @@ def _questions(request: AnswerRequest, limits: Limits) -> list[str]:
     return questions
 
 
+def _state_limits(openapi: dict[str, Any], limits: Limits) -> None:
+    """Write the limits `_questions` checks into `AnswerRequest`'s OpenAPI schema, for clients.
+
+    Stated after the schema is made, not as pydantic constraints: one `AnswerRequest` then serves
+    any `Limits`, and the 422s keep `_questions`' messages (the length found and the limit).
+    """
+    properties = openapi["components"]["schemas"]["AnswerRequest"]["properties"]
+    question = {"type": "string", "maxLength": limits.max_question_chars}
+    for field, keywords in (
+        ("context", {"type": "string", "maxLength": limits.max_context_chars}),
+        ("question", question),
+        ("questions", {"type": "array", "maxItems": limits.max_questions, "items": question}),
+        ("top_k", {"type": "integer", "maximum": limits.max_top_k}),
+    ):
+        prop = properties[field]
+        for branch in prop.get("anyOf", [prop]):  # `str | None`: the branch of that type
+            if branch.get("type") == keywords["type"]:
+                branch.update(keywords)
+
+
 def index_html() -> str:
     """The self-contained page (inline CSS and JS, no external assets: works offline)."""
     return resources.files("squadqa.serve").joinpath("static/index.html").read_text("utf-8")
@@ -373,6 +408,13 @@ def create_app(predictor: Predictor, limits: Limits | None = None) -> FastAPI:
         BodyLimitMiddleware, max_bytes=limits.max_body_bytes, timeout_s=limits.body_timeout_s
     )
     page = index_html()
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:  # FastAPI.openapi makes and caches it
+            _state_limits(FastAPI.openapi(app), limits)
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]  (FastAPI's documented way to extend it)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -435,6 +477,9 @@ def create_app(predictor: Predictor, limits: Limits | None = None) -> FastAPI:
         )
         return {"model": predictor.name, "answers": answers}
 
+    # HEAD answers like GET without the body (uvicorn drops it); left out of the schema, where
+    # HTTP implies it.
+    @app.head("/healthz", include_in_schema=False)
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
         """Liveness: the model is loaded and the server answers; `queue_depth`: requests
@@ -447,11 +492,39 @@ def create_app(predictor: Predictor, limits: Limits | None = None) -> FastAPI:
             "limits": asdict(limits),
         }
 
+    @app.head("/", include_in_schema=False)
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:
         return HTMLResponse(page)
 
     return app
+
+
+# --------------------------------------------------------------------------- uvicorn
+
+
+def json_bad_request_protocol() -> type[asyncio.Protocol]:
+    """uvicorn's own choice of HTTP parser (httptools if installed, else h11), but answering a
+    request it cannot parse with the app's JSON error shape instead of a text/plain 400: uvicorn's
+    `http=` for `run` and `serve_in_thread`."""
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    class JsonBadRequestProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
+        def send_400_response(self, msg: str) -> None:
+            # Raw bytes, as httptools' version writes them: the connection closes right after,
+            # so h11's state machine has nothing left to track.
+            body = json.dumps(error_body("bad_request", msg)).encode()
+            head = [b"HTTP/1.1 400 Bad Request"]
+            head += [name + b": " + value for name, value in self.server_state.default_headers]
+            head += [
+                b"content-type: application/json",
+                b"content-length: " + str(len(body)).encode(),
+                b"connection: close",
+            ]
+            self.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
+            self.transport.close()
+
+    return JsonBadRequestProtocol
 
 
 def run(
@@ -460,7 +533,8 @@ def run(
     """Serve with uvicorn (blocking)."""
     import uvicorn
 
-    uvicorn.run(create_app(predictor, limits), host=host, port=port)
+    app = create_app(predictor, limits)
+    uvicorn.run(app, host=host, port=port, http=json_bad_request_protocol())
 
 
 @contextmanager
@@ -474,7 +548,10 @@ def serve_in_thread(app: ASGIApp, host: str = "127.0.0.1", port: int = 0) -> Ite
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    config = uvicorn.Config(
+        app, log_level="warning", lifespan="off", http=json_bad_request_protocol()
+    )
+    server = uvicorn.Server(config)
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="uvicorn"
     )
