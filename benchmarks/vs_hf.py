@@ -323,7 +323,8 @@ def short_train_samples(config: Any, max_train: int, want_features: int) -> tupl
     """Fewest first train questions whose squadqa windows fill `want_features` (= steps x batch)."""
     from squadqa.data import load_squad
     from squadqa.features import build_features
-    from squadqa.train import build_tokenizer, feature_cache_dir
+    from squadqa.harness import build_tokenizer
+    from squadqa.train import feature_cache_dir
 
     data = load_squad(config.data.train, max_samples=max_train or None)
     tokenizer = build_tokenizer(config, data.examples)
@@ -483,8 +484,8 @@ def worker_squadqa(plan: dict[str, Any]) -> dict[str, Any]:
     class RecordingBatches(sq_train.TrainBatches):
         """squadqa's own batches; remembers itself so the clock can read its token counts."""
 
-        def set_epoch(self, epoch: int) -> None:
-            super().set_epoch(epoch)
+        def set_epoch(self, epoch: int, start: int = 0) -> None:
+            super().set_epoch(epoch, start)
             current["batches"] = self
 
         def __getitem__(self, index: int):  # type: ignore[no-untyped-def]

@@ -29,8 +29,8 @@ SCRIPT = textwrap.dedent(
     sizes = []
 
     class Recorded(T.TrainBatches):
-        def set_epoch(self, epoch):
-            super().set_epoch(epoch)
+        def set_epoch(self, epoch, start=0):
+            super().set_epoch(epoch, start)
             sizes.append([len(b) for b in self.order])
 
     class Means(keras.callbacks.Callback):
@@ -184,7 +184,7 @@ def test_two_device_pretraining_killed_and_resumed_equals_one_device(tmp_path):
         "data.max_train_samples=0",
         "model.hidden_dropout=0.0",
         "model.attention_dropout=0.0",
-        "pretrain.save_every_steps=3",
+        "train.save_every_steps=3",
         "train.batch_size=16",
         "train.epochs=1",
     ]

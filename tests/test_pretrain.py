@@ -186,7 +186,7 @@ def _tiny(tokenizer_path: Path, *extra: str):
             'model.position_embedding="rotary"',
             "model.norm_first=true",
             "pretrain.max_seq_length=64",
-            "pretrain.save_every_steps=3",
+            "train.save_every_steps=3",
             "train.batch_size=16",
             "train.epochs=2",
             "data.max_train_samples=0",  # the whole sample: 12 steps an epoch
@@ -199,10 +199,18 @@ def _steps(run_dir: Path) -> list[dict]:
     return [json.loads(x) for x in (run_dir / "steps.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("objective", ["mlm", "electra", "span"])
-def test_pretraining_killed_mid_epoch_resumes_to_the_same_losses(
-    tmp_path: Path, sample_tokenizer, objective: str
+@pytest.mark.parametrize(
+    ("objective", "stop"),
+    [("mlm", "crash"), ("electra", "crash"), ("span", "crash"), ("mlm", "sigterm")],
+)
+def test_pretraining_stopped_mid_epoch_resumes_to_the_same_losses(
+    tmp_path: Path, sample_tokenizer, objective: str, stop: str
 ):
+    """A crash at step 5 loses the steps after the checkpoint at step 3; SIGTERM at step 5 ends
+    the step in progress (6) with a checkpoint and status `stopped`. Both resume exactly."""
+    import os
+    import signal
+
     import keras
 
     from squadqa.pretrain import PretrainModel, pretrain
@@ -213,15 +221,23 @@ def test_pretraining_killed_mid_epoch_resumes_to_the_same_losses(
     whole = pretrain(_tiny(tok_path, *extra, "name=whole"), tmp_path)
     assert whole["status"] == "finished"
 
-    class Kill(keras.callbacks.Callback):
+    class Stop(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
             if int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)) == 5:
-                raise KeyboardInterrupt("killed at step 5")
+                if stop == "crash":
+                    raise KeyboardInterrupt("killed at step 5")
+                os.kill(os.getpid(), signal.SIGTERM)
 
-    with pytest.raises(KeyboardInterrupt):
-        pretrain(_tiny(tok_path, *extra, "name=cut"), tmp_path, extra_callbacks=[Kill()])
-    assert read_run(tmp_path / "cut").status == "crashed"
-    assert [s["step"] for s in _steps(tmp_path / "cut")] == [1, 2, 3]  # checkpoint at step 3
+    cut = _tiny(tok_path, *extra, "name=cut")
+    if stop == "crash":
+        with pytest.raises(KeyboardInterrupt):
+            pretrain(cut, tmp_path, extra_callbacks=[Stop()])
+        assert read_run(tmp_path / "cut").status == "crashed"
+        assert [s["step"] for s in _steps(tmp_path / "cut")] == [1, 2, 3]  # checkpoint at 3
+    else:
+        assert pretrain(cut, tmp_path, extra_callbacks=[Stop()])["status"] == "stopped"
+        assert read_run(tmp_path / "cut").status == "stopped"
+        assert [s["step"] for s in _steps(tmp_path / "cut")] == [1, 2, 3, 4, 5, 6]
     resumed = pretrain(_tiny(tok_path, *extra, "name=cut"), tmp_path, resume=True)
     assert resumed["status"] == "finished"
 
@@ -298,7 +314,7 @@ def test_pretraining_never_reads_the_dev_split(tmp_path: Path, sample_tokenizer)
 
 
 def test_init_from_a_missing_pretraining_run_says_how_to_make_it(tmp_path) -> None:
-    from squadqa.train import build_tokenizer
+    from squadqa.harness import build_tokenizer
 
     config = load_config(None, [f'train.init="run:{tmp_path / "pretrain-mlm-e2"}"'])
     expected = r"not a `squadqa pretrain` run.*--name pretrain-mlm-e2"

@@ -93,28 +93,76 @@ def _dropout_run(runs_dir: Path, name: str, epochs: int) -> list[str]:
     return [*TINY, f"name={name}", f"train.epochs={epochs}", "model.hidden_dropout=0.1"]
 
 
-def test_kill_mid_epoch_then_resume_matches_uninterrupted(tmp_path: Path):
+def _weights(run_dir: Path) -> list[np.ndarray]:
+    """Every tensor of the run's last checkpoint (weights and optimizer), read with h5py."""
+    import h5py
+
+    arrays: list[np.ndarray] = []
+    with h5py.File(run_dir / rundir.CHECKPOINTS / rundir.LAST_WEIGHTS) as f:
+        f.visititems(lambda n, v: arrays.append(v[()]) if isinstance(v, h5py.Dataset) else None)
+    return arrays
+
+
+def _assert_same_run(a: Path, b: Path) -> None:
+    """Interrupted and resumed `b` ended where uninterrupted `a` did: the final weights and
+    optimizer state bit for bit, the predictions and dev metrics exactly, every step's lr.
+    Train losses agree to float32 rounding: a step's own loss is recovered from Keras' running
+    mean over the `fit` call, which a resumed epoch restarts."""
+    steps_a, steps_b = (rundir.read_jsonl(r / rundir.STEPS) for r in (a, b))
+    loss = ("loss", "train_loss")
+    assert [{k: v for k, v in x.items() if k not in loss} for x in steps_b] == [
+        {k: v for k, v in x.items() if k not in loss} for x in steps_a
+    ]
+    assert [x["loss"] for x in steps_b] == pytest.approx([x["loss"] for x in steps_a], rel=1e-5)
+    skip = ("wall_time_s", "tokens_per_s", *loss)
+    metrics_a, metrics_b = (
+        [{k: v for k, v in m.items() if k not in skip} for m in _metrics(r)] for r in (a, b)
+    )
+    assert metrics_b == metrics_a
+    assert [m["train_loss"] for m in _metrics(b)] == pytest.approx(
+        [m["train_loss"] for m in _metrics(a)], rel=1e-6
+    )
+    weights_a, weights_b = _weights(a), _weights(b)
+    assert len(weights_a) == len(weights_b) > 0
+    for x, y in zip(weights_a, weights_b, strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert json.loads((b / "predictions.json").read_text()) == json.loads(
+        (a / "predictions.json").read_text()
+    )
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory) -> tuple[Path, list[str]]:
+    """An uninterrupted 3-epoch run with dropout (so the RNG matters), and its shared settings."""
     from squadqa.train import train
 
-    # Both runs share one trained vocabulary; a run keeps its own tokenizer.json, which is what
-    # --resume reads.
-    shared = ["data.max_train_samples=160", *_shared_vocab(tmp_path)]
-    straight = load_config(None, [*_dropout_run(tmp_path, "straight", 3), *shared])
-    train(straight, tmp_path)
+    root = tmp_path_factory.mktemp("straight")
+    shared = ["data.max_train_samples=160", "train.save_every_steps=3", *_shared_vocab(root)]
+    train(load_config(None, [*_dropout_run(root, "straight", 3), *shared]), root)
+    return root / "straight", shared
 
+
+def test_kill_after_a_step_checkpoint_then_resume_matches_uninterrupted(
+    tmp_path: Path, straight_run: tuple[Path, list[str]]
+):
+    from squadqa.train import train
+
+    straight, shared = straight_run
     overrides = [*_dropout_run(tmp_path, "killed", 3), *shared]
     cmd = [sys.executable, "-m", "squadqa.cli", "train", "--runs-dir", str(tmp_path)]
     for o in overrides:
         cmd += ["--set", o]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    metrics_file = tmp_path / "killed" / "metrics.jsonl"
+    state_file = tmp_path / "killed" / rundir.CHECKPOINTS / rundir.STATE
     deadline = time.time() + 300
+    state: dict = {}
     while time.time() < deadline and proc.poll() is None:
-        if metrics_file.is_file() and metrics_file.read_text().count("\n") >= 1:
-            break
-        time.sleep(0.02)
-    time.sleep(0.5)  # into epoch 2
+        if state_file.is_file():
+            state = json.loads(state_file.read_text())
+            if state["epoch"] == 1 and state["step"] > 0:  # within epoch 2
+                break
+        time.sleep(0.01)
     assert proc.poll() is None, "training ended before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -124,22 +172,56 @@ def test_kill_mid_epoch_then_resume_matches_uninterrupted(tmp_path: Path):
 
     resumed = train(load_config(None, overrides), tmp_path, resume=True)
     assert resumed["status"] == "finished" and resumed["epochs_run"] == 3
-    a, b = _metrics(tmp_path / "straight"), _metrics(tmp_path / "killed")
-    keys = ("epoch", "train_loss", "dev_loss", "dev_exact_match", "dev_f1", "lr", "train_tokens")
-    assert [m[k] for m in b for k in keys] == pytest.approx(
-        [m[k] for m in a for k in keys], rel=1e-5
-    )
-    steps = [
-        (tmp_path / name / "steps.jsonl").read_text().splitlines()
-        for name in ("straight", "killed")
-    ]
-    assert [json.loads(x)["step"] for x in steps[1]] == [json.loads(x)["step"] for x in steps[0]]
-    assert [json.loads(x)["loss"] for x in steps[1]] == pytest.approx(
-        [json.loads(x)["loss"] for x in steps[0]], rel=1e-5
-    )
-    assert json.loads((tmp_path / "killed" / "predictions.json").read_text()) == json.loads(
-        (tmp_path / "straight" / "predictions.json").read_text()
-    )
+    _assert_same_run(straight, tmp_path / "killed")
+
+
+class _SignalAt(__import__("keras").callbacks.Callback):
+    """Sends this process `signum` after a given step of a given epoch (both 0-based)."""
+
+    def __init__(self, epoch: int, batch: int, signum: int) -> None:
+        super().__init__()
+        self.epoch, self.batch, self.signum, self.current = epoch, batch, signum, -1
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.current = epoch
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if (self.current, batch) == (self.epoch, self.batch):
+            os.kill(os.getpid(), self.signum)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
+def test_a_signal_stops_with_a_checkpoint_and_resume_matches_uninterrupted(
+    tmp_path: Path, straight_run: tuple[Path, list[str]], signum: int
+):
+    """A scheduler's notice mid-epoch: the run checkpoints at the end of that step, says
+    `stopped`, exits cleanly, and --resume ends exactly where the uninterrupted run did."""
+    from squadqa.runs import read_run
+    from squadqa.train import train
+
+    straight, shared = straight_run
+    config = load_config(None, [*_dropout_run(tmp_path, "stopped", 3), *shared])
+    before = signal.getsignal(signum)
+    stopped = train(config, tmp_path, extra_callbacks=[_SignalAt(1, 4, signum)])
+    assert signal.getsignal(signum) is before  # handlers restored
+    assert stopped["status"] == "stopped" and stopped["epochs_run"] == 1
+    state = json.loads((tmp_path / "stopped" / rundir.CHECKPOINTS / rundir.STATE).read_text())
+    # Sent after step 5's checkpoint test had run: the step then in progress (6) is finished.
+    assert (state["epoch"], state["step"]) == (1, 6)
+    per_epoch = stopped["steps_per_epoch"]
+    assert len(rundir.read_jsonl(tmp_path / "stopped" / rundir.STEPS)) == per_epoch + 6
+    row = read_run(tmp_path / "stopped")
+    assert row.status == "stopped" and row.progress == f"{per_epoch + 6}/{3 * per_epoch} steps"
+    if signum == signal.SIGTERM:
+        resumed = train(config, tmp_path, resume=True)
+        assert resumed["status"] == "finished" and resumed["epochs_run"] == 3
+    else:  # the campaign command: resumes every stopped or crashed run of the folder
+        from squadqa.cli import main
+
+        assert main(["continue", str(tmp_path)]) == 0
+        assert read_run(tmp_path / "stopped").status == "finished"
+        assert main(["continue", str(tmp_path)]) == 0  # nothing left: a no-op
+    _assert_same_run(straight, tmp_path / "stopped")
 
 
 def test_steps_log_holds_each_batchs_own_loss_and_learning_rate(tmp_path: Path, monkeypatch):
@@ -273,7 +355,7 @@ def test_overfit_sanity_torch(tmp_path: Path):
 
 
 def test_bf16_warning_follows_the_cpu_flags():
-    from squadqa.train import slow_bf16_warning
+    from squadqa.harness import slow_bf16_warning
 
     try:
         flags = Path("/proc/cpuinfo").read_text()

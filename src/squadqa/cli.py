@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import squadqa  # sets the default Keras backend before anything imports keras
 
@@ -114,6 +115,13 @@ def _run_config(args: argparse.Namespace):
     return load_config(args.config, overrides)
 
 
+def _exit_status(status: dict[str, Any]) -> int:
+    """0, or `EXIT_STOPPED` for a run a signal stopped with a checkpoint (resume it)."""
+    from squadqa.harness import EXIT_STOPPED
+
+    return EXIT_STOPPED if status.get("status") == "stopped" else 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from squadqa.train import train
 
@@ -134,7 +142,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             }
         )
     )
-    return 0
+    return _exit_status(status)
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
@@ -143,6 +151,36 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     status = pretrain(_run_config(args), args.runs_dir, resume=args.resume)
     keys = ("status", "init", "epochs_run", "wall_time_s", "parameters", "pretrain_tokens")
     print(json.dumps({k: status.get(k) for k in keys}))
+    return _exit_status(status)
+
+
+def _cmd_continue(args: argparse.Namespace) -> int:
+    """Resume every stopped or crashed run of a runs directory, oldest first, one at a time."""
+    from dataclasses import replace
+
+    from squadqa.config import load_config
+    from squadqa.rundir import CONFIG, STATUS, read_json
+    from squadqa.runs import RESUMABLE, collect_runs
+
+    rows = [r for r in collect_runs(args.runs_dir) if r.status in RESUMABLE]
+    rows.sort(key=lambda r: (r.started or "", r.name))
+    if not rows:
+        print(f"nothing to continue in {args.runs_dir}: no stopped or crashed run")
+        return 0
+    for row in rows:
+        kind = read_json(row.path / STATUS).get("kind", "train")
+        where = f", checkpoint at {row.progress}" if row.progress else ""
+        print(f"continue {row.path} ({kind}, {row.status}{where})")
+        if args.dry_run:
+            continue
+        config = replace(load_config(row.path / CONFIG), name=row.path.name)
+        if kind == "pretrain":
+            from squadqa.pretrain import pretrain as run
+        else:
+            from squadqa.train import train as run
+        status = run(config, row.path.parent, resume=True)
+        if status["status"] == "stopped":  # stopped again: the campaign waits for next time
+            return _exit_status(status)
     return 0
 
 
@@ -441,6 +479,15 @@ def build_parser() -> argparse.ArgumentParser:
     ru.add_argument("--sort", default="f1")
     ru.add_argument("--format", choices=["md", "csv"], default="md")
     ru.set_defaults(func=_cmd_runs)
+
+    co = sub.add_parser(
+        "continue",
+        help="resume every stopped or crashed run of a runs directory, oldest first (a "
+        "campaign of long runs, carried on in pieces)",
+    )
+    co.add_argument("runs_dir", nargs="?", default="runs")
+    co.add_argument("--dry-run", action="store_true", help="only list what would be resumed")
+    co.set_defaults(func=_cmd_continue)
 
     cu = sub.add_parser(
         "curve", help="dev F1 / EM vs train size: one run per (config, first N articles)"

@@ -83,6 +83,12 @@ class TrainConfig:
     grad_accum: int = setting(1, "batches accumulated per optimizer update")
     seed: int = setting(0, "seed of initialisation, batch order and dropout")
     early_stopping_patience: int = setting(0, "epochs without dev F1 gain before stopping; 0 = off")
+    save_every_steps: int = setting(
+        500,
+        "also checkpoint every N steps within an epoch (weights, optimizer, step), for "
+        "--resume after a kill; 0 = only at epoch ends. SIGTERM, SIGINT and SIGUSR1 always "
+        "checkpoint at the end of the current step, then stop the run as `stopped`",
+    )
     keep_epoch_checkpoints: bool = setting(
         False,
         "also keep every epoch's weights (checkpoints/epoch-N.weights.h5, one model's size "
@@ -101,6 +107,8 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
+        if self.save_every_steps < 0:
+            raise ValueError(f"train.save_every_steps={self.save_every_steps} must be >= 0")
         # Checked when the config loads, so a bad pair fails before featurisation, not after.
         if self.decay_epochs and self.decay_epochs < self.epochs:
             raise ValueError(
@@ -220,6 +228,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             values = tomllib.loads(path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as err:
             raise ValueError(f"{path}: not valid TOML: {err}") from err
+    # Pretraining runs recorded before the setting moved to [train] (2026-12-07) name it there.
+    legacy = values.get("pretrain", {})
+    if isinstance(legacy, dict) and "save_every_steps" in legacy:
+        every = legacy.pop("save_every_steps")
+        values.setdefault("train", {}).setdefault("save_every_steps", every)
     for text in overrides or []:
         keys, value = parse_override(text)
         table = values

@@ -115,7 +115,6 @@ class PretrainConfig:
     discriminator_weight: float = setting(50.0, "electra: weight of the replaced-token loss")
     max_span_words: int = setting(10, "span: longest recurring span, in words")
     max_questions: int = setting(10, "span: most recurring spans asked per window")
-    save_every_steps: int = setting(500, "checkpoint every N steps within an epoch (--resume)")
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -132,7 +131,7 @@ class PretrainConfig:
             )
         if not 0.0 < self.generator_size <= 1.0:
             raise ValueError(f"pretrain.generator_size={self.generator_size} must be in (0, 1]")
-        for name in ("max_span_words", "max_questions", "save_every_steps"):
+        for name in ("max_span_words", "max_questions"):
             if getattr(self, name) < 1:
                 raise ValueError(f"pretrain.{name}={getattr(self, name)} must be at least 1")
 

@@ -8,10 +8,10 @@ tensor carried over, the span head fresh (`load_encoder`).
 Run directory: the files of `squadqa train` (`config.toml`, `tokenizer.json`, `status.json`,
 `metrics.jsonl` with one line per epoch, `steps.jsonl` with the loss of every step,
 `checkpoints/last.weights.h5` + `checkpoints/state.json`) plus `encoder.weights.h5`. A
-checkpoint is written every `pretrain.save_every_steps` steps and at the end of each epoch;
-`--resume` continues from the last one, mid-epoch included, and reproduces the losses of an
-uninterrupted run (every batch's masking comes from `objectives.batch_rng`, and dropout is
-reseeded at each step).
+checkpoint is written every `train.save_every_steps` steps, at the end of each epoch and on a
+stop signal (`squadqa.harness`); `--resume` continues from the last one, mid-epoch included, and
+reproduces the losses of an uninterrupted run (every batch's masking comes from
+`objectives.batch_rng`, and dropout is reseeded at each step).
 """
 
 from __future__ import annotations
@@ -30,6 +30,15 @@ from squadqa import rundir
 from squadqa.config import RunConfig, load_config
 from squadqa.data import Example, load_squad
 from squadqa.distributed import ONE_DEVICE, Replicas, join_processes, set_distribution
+from squadqa.harness import (
+    BatchLoss,
+    StepCadence,
+    StopRequests,
+    open_run_dir,
+    progress_bar,
+    run_tokenizer,
+    set_precision,
+)
 from squadqa.inference import padding_multiple
 from squadqa.malloc import reuse_freed_memory
 from squadqa.model import QAConfig, QATransformer
@@ -38,15 +47,6 @@ from squadqa.pretrained import LoadReport
 from squadqa.rundir import RunRecord
 from squadqa.runs import process_status
 from squadqa.tokenization import QATokenizer, load_tokenizer
-from squadqa.train import (
-    BatchLoss,
-    build_tokenizer,
-    open_run_dir,
-    progress_bar,
-    seed_epoch,
-    set_precision,
-    shared_tokenizer,
-)
 
 # Predicted positions / questions per row are padded to a multiple of this (few shapes for jax).
 SLOT_MULTIPLE = 8
@@ -390,26 +390,18 @@ def load_encoder(run_dir: str | Path, **dropout: float) -> tuple[QATransformer, 
 # --------------------------------------------------------------------------- the run
 
 
-class StepLog(keras.callbacks.Callback):
-    """Per-step reseeding, losses, and mid-epoch checkpoints."""
+class StepLoss:
+    """Each step's own loss (from Keras' running mean) into the run's log; one per `fit` call."""
 
     def __init__(self, run: PretrainRun, batches: PretrainBatches, epoch: int) -> None:
-        super().__init__()
         self.run, self.batches, self.epoch = run, batches, epoch
         self.batch_loss = BatchLoss()
+        self.last_step = 0
 
-    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
-        step = self.batches.start + batch
-        seed_epoch(self.model, self.run.seed, self.epoch * 1_000_003 + step)
-
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        size = len(self.batches.order[self.batches.start + batch])
-        loss = self.batch_loss(float(logs["loss"]), size)
-        step = self.batches.start + batch + 1
-        self.run.log_step(self.epoch, step, loss)
-        if step % self.run.pretrain.save_every_steps == 0 and step < self.batches.steps_per_epoch:
-            self.run.model = self.model  # on jax, reading the property syncs the model's state
-            self.run.checkpoint(self.epoch, step)
+    def __call__(self, step: int, logs: dict) -> None:
+        size = len(self.batches.order[step - 1])
+        self.run.log_step(self.epoch, step, self.batch_loss(float(logs["loss"]), size))
+        self.last_step = step
 
 
 class PretrainRun:
@@ -496,12 +488,7 @@ def pretrain(
     set_precision(t.mixed_precision)
     replicas = set_distribution(t)
     examples = train_examples(config)
-    tokenizer_file = run_dir / rundir.TOKENIZER
-    if resume and tokenizer_file.is_file():
-        tokenizer = load_tokenizer(tokenizer_file)
-    else:
-        tokenizer = shared_tokenizer(build_tokenizer(config, examples), replicas)
-        tokenizer.save(run_dir)
+    tokenizer = run_tokenizer(config, run_dir, resume, examples, replicas)
     windows = obj.build_windows((e.context for e in examples), tokenizer, p.max_seq_length)
     print(f"pretraining windows: {windows.summary()}")
     model = PretrainModel(QAConfig(vocab_size=tokenizer.vocab_size, **config.model), p)
@@ -545,49 +532,79 @@ def pretrain(
     }
     record.write_status()
     try:
-        for epoch in range(run.state["epoch"], t.epochs):
-            start = run.state["step"] if epoch == run.state["epoch"] else 0
-            if start == 0:
-                run.state["loss_sum"] = 0.0
-            batches.set_epoch(epoch, start)
-            run.started = time.perf_counter()
-            began = run.started
-            model.fit(
-                batches,
-                epochs=epoch + 1,
-                initial_epoch=epoch,
-                verbose=0,
-                shuffle=False,
-                callbacks=[
-                    StepLog(run, batches, epoch),
-                    *progress_bar(batches, epoch, t.epochs, replicas),
-                    *extra_callbacks,
-                ],
-            )
-            seconds = time.perf_counter() - began
-            steps = batches.steps_per_epoch
-            loss = run.state["loss_sum"] / steps
-            line = {
-                "epoch": epoch + 1,
-                "train_loss": loss,
-                "objective": p.objective,
-                "lr": float(ops.convert_to_numpy(model.optimizer.learning_rate)),
-                "wall_time_s": round(
-                    run.state["wall_time_s"] + time.perf_counter() - run.started, 2
-                ),
-                "tokens_per_s": int(batches.cumulative_tokens[-1]) / max(seconds, 1e-9),
-                "steps": steps,
-            }
-            # Metrics first: a kill between the two redoes the epoch's tail and drops the line.
-            record.append(line)
-            run.checkpoint(epoch + 1, 0)
-            record.write_status(epochs_run=epoch + 1, wall_time_s=line["wall_time_s"])
-            print(
-                f"pretrain epoch {epoch + 1}/{t.epochs}: loss {loss:.4f}, "
-                f"{line['tokens_per_s']:.0f} tokens/s"
-            )
+        with StopRequests() as stop:
+            status = _epochs(run, model, batches, record, replicas, stop, extra_callbacks)
     except BaseException as err:
         record.write_status(status="crashed", error=f"{type(err).__name__}: {err}")
         raise
-    record.write_status(status="finished")
+    record.write_status(status=status)
     return record.status
+
+
+def _epochs(
+    run: PretrainRun,
+    model: PretrainModel,
+    batches: PretrainBatches,
+    record: RunRecord,
+    replicas: Replicas,
+    stop: StopRequests,
+    extra_callbacks: Sequence[keras.callbacks.Callback],
+) -> str:
+    t, p = run.config.train, run.pretrain
+    for epoch in range(run.state["epoch"], t.epochs):
+        start = run.state["step"] if epoch == run.state["epoch"] else 0
+        if start == 0:
+            run.state["loss_sum"] = 0.0
+        batches.set_epoch(epoch, start)
+        run.started = time.perf_counter()
+        began = run.started
+        losses = StepLoss(run, batches, epoch)
+        cadence = StepCadence(
+            run.seed,
+            epoch,
+            start,
+            batches.steps_per_epoch,
+            t.save_every_steps,
+            stop,
+            on_step=losses,
+            checkpoint=lambda step, epoch=epoch: run.checkpoint(epoch, step),
+        )
+        model.fit(
+            batches,
+            epochs=epoch + 1,
+            initial_epoch=epoch,
+            verbose=0,
+            shuffle=False,
+            callbacks=[
+                cadence,
+                *progress_bar(batches, epoch, t.epochs, replicas),
+                *extra_callbacks,
+            ],
+        )
+        if losses.last_step < batches.steps_per_epoch:  # stopped, checkpointed at that step
+            print(f"stopped at epoch {epoch + 1}, step {losses.last_step}: --resume continues")
+            return "stopped"
+        seconds = time.perf_counter() - began
+        steps = batches.steps_per_epoch
+        loss = run.state["loss_sum"] / steps
+        line = {
+            "epoch": epoch + 1,
+            "train_loss": loss,
+            "objective": p.objective,
+            "lr": float(ops.convert_to_numpy(model.optimizer.learning_rate)),
+            "wall_time_s": round(run.state["wall_time_s"] + time.perf_counter() - run.started, 2),
+            "tokens_per_s": int(batches.cumulative_tokens[-1]) / max(seconds, 1e-9),
+            "steps": steps,
+        }
+        # Metrics first: a kill between the two redoes the epoch's tail and drops the line.
+        record.append(line)
+        run.checkpoint(epoch + 1, 0)
+        record.write_status(epochs_run=epoch + 1, wall_time_s=line["wall_time_s"])
+        print(
+            f"pretrain epoch {epoch + 1}/{t.epochs}: loss {loss:.4f}, "
+            f"{line['tokens_per_s']:.0f} tokens/s"
+        )
+        if stop.requested and epoch + 1 < t.epochs:
+            print(f"stopped after epoch {epoch + 1}: --resume continues")
+            return "stopped"
+    return "finished"

@@ -43,8 +43,12 @@ __all__ = [
 
 # What `train` writes, plus the two this module infers: "running?" (another host's run that
 # cannot be checked from here) and "broken" (files that cannot be read).
-STATUSES = ("running", "finished", "stopped_early", "crashed", "running?", "broken")
-_WRITTEN_STATUSES = frozenset({"running", "finished", "stopped_early", "crashed"})
+STATUSES = ("running", "finished", "stopped_early", "stopped", "crashed", "running?", "broken")
+_WRITTEN_STATUSES = frozenset({"running", "finished", "stopped_early", "stopped", "crashed"})
+# Unfinished: `squadqa runs` shows how far they got; `squadqa continue` resumes those whose
+# process is gone (RESUMABLE), never a live one.
+UNFINISHED = ("stopped", "crashed", "running", "running?")
+RESUMABLE = ("stopped", "crashed")
 _RUN_FILES = (rundir.CONFIG, rundir.STATUS)
 
 
@@ -67,6 +71,7 @@ class RunRow:
     status: str
     path: Path
     note: str = ""  # why broken / the crash's error / what was inferred
+    progress: str = ""  # an unfinished run's last checkpoint, "N/M steps"
     started: str | None = None
     host: str | None = None
     config: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -202,6 +207,11 @@ def read_run(path: str | os.PathLike[str]) -> RunRow:
             shown = "broken"
             problems.extend(metric_problems)
 
+    progress = ""
+    if shown in UNFINISHED:
+        progress = _progress(path, status, epochs_planned)
+        if progress:
+            notes.insert(0, f"checkpoint at {progress}")
     return RunRow(
         name=path.name,
         init=init if isinstance(init, str) else None,
@@ -218,10 +228,24 @@ def read_run(path: str | os.PathLike[str]) -> RunRow:
         status=shown,
         path=path,
         note="; ".join(problems + notes),
+        progress=progress,
         started=status.get("started") if isinstance(status.get("started"), str) else None,
         host=status.get("host") if isinstance(status.get("host"), str) else None,
         config=config,
     )
+
+
+def _progress(path: Path, status: dict[str, Any], epochs_planned: int | None) -> str:
+    """ "N/M steps" of the last checkpoint (`checkpoints/state.json`), "" where unknown."""
+    per_epoch = _int_or_none(status.get("steps_per_epoch"))
+    try:
+        state = rundir.read_json(path / rundir.CHECKPOINTS / rundir.STATE)
+        done = int(state["epoch"]) * (per_epoch or 0) + int(state.get("step", 0))
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    if not per_epoch or not epochs_planned:
+        return ""
+    return f"{done}/{per_epoch * epochs_planned} steps"
 
 
 def collect_runs(runs_dir: str | os.PathLike[str]) -> list[RunRow]:

@@ -1,9 +1,11 @@
 """`squadqa train`: fit a QATransformer on SQuAD, evaluate on dev every epoch, keep a run record.
 
 One epoch = one `model.fit` call over length-bucketed batches, then a dev pass through the real
-post-processing and the official evaluation. After each epoch the run directory gets an atomic
-checkpoint (weights, optimizer state and dropout RNG state), a `metrics.jsonl` line and an updated
-`status.json`, so `--resume` after a crash continues to the same result as an uninterrupted run.
+post-processing and the official evaluation. After each epoch, every `train.save_every_steps`
+steps and on a stop signal, the run directory gets an atomic checkpoint (weights and optimizer
+state, with the epoch and step in `state.json`; dropout is reseeded from seed, epoch and step:
+`squadqa.harness`), so `--resume` after a crash or a stop continues to the same weights as an
+uninterrupted run.
 
 The run directory's files and how they are written: `squadqa.rundir`.
 """
@@ -20,21 +22,13 @@ from typing import Any
 import keras
 import numpy as np
 from keras import ops
-from tokenizers import Tokenizer
 
 from squadqa import rundir
-from squadqa.config import (
-    RunConfig,
-    architecture_settings,
-    dump_config,
-    load_config,
-    model_defaults,
-)
+from squadqa.config import RunConfig, architecture_settings, dump_config, model_defaults
 from squadqa.data import Example, SquadData, default_cache_dir, gold_answers, load_squad
 from squadqa.distributed import (
     ONE_DEVICE,
     Replicas,
-    broadcast_text,
     join_processes,
     no_distribution,
     set_distribution,
@@ -47,6 +41,16 @@ from squadqa.features import (
     pad_batch,
     split_evenly,
 )
+from squadqa.harness import (
+    BatchLoss,
+    StepCadence,
+    StopRequests,
+    open_run_dir,
+    pretrained_path,
+    progress_bar,
+    run_tokenizer,
+    set_precision,
+)
 from squadqa.inference import padding_multiple, predict_logits
 from squadqa.layers import MASKED_LOGIT
 from squadqa.malloc import reuse_freed_memory
@@ -55,7 +59,7 @@ from squadqa.optim import WarmupDecay, make_optimizer
 from squadqa.postprocess import Predictions, extract_answers
 from squadqa.rundir import RunRecord, write_json
 from squadqa.runs import process_status
-from squadqa.tokenization import QATokenizer, load_tokenizer, train_wordpiece, training_texts
+from squadqa.tokenization import QATokenizer
 from squadqa.tracking import Tracker, make_tracker
 
 # SQuAD 2.0 metrics that go into metrics.jsonl beside EM / F1 (as dev_<key>).
@@ -72,42 +76,6 @@ def peak_rss_mb() -> float:
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024 if sys.platform == "darwin" else 1024)  # bytes on macOS
-
-
-def slow_bf16_warning() -> str | None:
-    """A warning when bfloat16 would run on a CPU without bf16 instructions (emulated, slow)."""
-    backend = keras.backend.backend()
-    if backend == "torch":
-        import torch
-
-        if torch.cuda.is_available():
-            return None
-    elif backend == "jax":
-        import jax
-
-        if jax.default_backend() != "cpu":
-            return None
-    else:
-        return None
-    try:
-        cpu_flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return None
-    if "avx512_bf16" in cpu_flags or "amx_bf16" in cpu_flags:
-        return None
-    return (
-        "warning: train.mixed_precision = true on a CPU without AVX512-BF16 or AMX: bfloat16 "
-        "is emulated there (11x slower than float32 on an AVX2 CPU); "
-        "--set train.mixed_precision=false"
-    )
-
-
-def set_precision(mixed: bool) -> None:
-    """The process-global dtype policy; set either way so it never leaks into a later run."""
-    keras.mixed_precision.set_dtype_policy("mixed_bfloat16" if mixed else "float32")
-    warning = slow_bf16_warning() if mixed else None
-    if warning:
-        print(warning, file=sys.stderr)
 
 
 # --------------------------------------------------------------------------- data feeding
@@ -131,21 +99,29 @@ class TrainBatches(keras.utils.PyDataset):
         self.lengths = features.lengths
         self.set_epoch(0)
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """The batches of `epoch` from step `start` on (a resumed epoch skips the done ones)."""
         order = batch_order(self.lengths, self.batch_size, True, self.seed * 1000 + epoch)
         # Data parallel: each batch must split evenly over the replicas; the one short batch of
         # an epoch loses its remainder (counted, and printed once per run).
         self.order = split_evenly(order, self.replicas.devices)
+        self.start = start
         self.dropped_per_epoch = len(self.lengths) - sum(len(b) for b in self.order)
-        # Real (non-padding) tokens after each batch of this epoch, for tokens/s.
-        self.cumulative_tokens = np.cumsum([int(self.lengths[b].sum()) for b in self.order])
+        # Real (non-padding) tokens after each batch from `start` on, for tokens/s.
+        done = np.cumsum([int(self.lengths[b].sum()) for b in self.order])
+        self.cumulative_tokens = done[start:] - (done[start - 1] if start else 0)
+        self.epoch_tokens = int(done[-1])  # the whole epoch's, resumed or not
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.order)
 
     def __len__(self) -> int:
-        return len(self.order)
+        return len(self.order) - self.start
 
     def __getitem__(self, index: int) -> tuple[dict, dict]:
         """The global batch, padded to its longest row; of it, only this process's rows."""
-        indices = self.order[index]
+        indices = self.order[self.start + index]
         inputs = pad_batch(self.features, indices, self.pad_id, self.multiple)
         targets = {
             "start_logits": self.features.start_positions[indices],
@@ -186,41 +162,6 @@ class Prepared:
     replicas: Replicas = ONE_DEVICE  # data parallel (train.distribution)
 
 
-def _pretrained_path(init: str) -> str | None:
-    return init.split(":", 1)[1] if ":" in init else None
-
-
-def build_tokenizer(config: RunConfig, train_examples: Sequence[Example]) -> QATokenizer:
-    kind = config.tokenizer.kind
-    if config.train.init.startswith("run:"):  # the pretraining run's own vocabulary
-        source = Path(config.train.init[len("run:") :])
-        if not (source / rundir.TOKENIZER).is_file():
-            raise FileNotFoundError(
-                f"train.init = {config.train.init!r}: {source} is not a `squadqa pretrain` run "
-                f"(no {rundir.TOKENIZER}); make it first, e.g. `squadqa pretrain --config "
-                f"configs/pretrain-mlm.toml --name {source.name} --runs-dir {source.parent}`"
-            )
-        return load_tokenizer(source / rundir.TOKENIZER)
-    if config.train.init.startswith("pretrained") or kind == "pretrained":
-        from squadqa.pretrained import checkpoint_dir
-
-        return load_tokenizer(checkpoint_dir(_pretrained_path(config.train.init)))
-    if kind == "train":
-        return train_wordpiece(training_texts(train_examples), config.tokenizer.vocab_size)
-    if kind == "vocab":
-        if not config.tokenizer.path:
-            raise ValueError("tokenizer.kind = 'vocab' needs tokenizer.path (vocab.txt or .json)")
-        return load_tokenizer(config.tokenizer.path)
-    raise ValueError(f"tokenizer.kind={kind!r}: use train, vocab or pretrained")
-
-
-def shared_tokenizer(tokenizer: QATokenizer, replicas: Replicas) -> QATokenizer:
-    """Process 0's tokenizer on every process of a multi-process run (the same one otherwise)."""
-    if replicas.process_count == 1:
-        return tokenizer
-    return QATokenizer(Tokenizer.from_str(broadcast_text(tokenizer.tokenizer.to_str(), replicas)))
-
-
 def overridden_architecture(config: RunConfig, model: QATransformer) -> list[str]:
     """The [model] settings that `config` moves away from their defaults but a checkpoint's
     architecture overrides (its architecture wins), as `key = config's (checkpoint: theirs)`."""
@@ -239,7 +180,7 @@ def build_model(config: RunConfig, vocab_size: int) -> tuple[QATransformer, str]
         if init.startswith("pretrained"):
             from squadqa.pretrained import load_pretrained
 
-            model, _, report = load_pretrained(_pretrained_path(init), **dropout)
+            model, _, report = load_pretrained(pretrained_path(init), **dropout)
             label = "pretrained"
         else:
             from squadqa.pretrain import load_encoder
@@ -294,12 +235,7 @@ def prepare(
     n_articles = data_cfg.max_train_articles
     cut = f" (first {n_articles} articles: data.max_train_articles)" if n_articles else ""
     print(f"train: {train.stats.summary()}{cut}\ndev:   {dev.stats.summary()}")
-    tokenizer_file = run_dir / rundir.TOKENIZER
-    if resume and tokenizer_file.is_file():
-        tokenizer = load_tokenizer(tokenizer_file)
-    else:
-        tokenizer = shared_tokenizer(build_tokenizer(config, train.examples), replicas)
-        tokenizer.save(run_dir)
+    tokenizer = run_tokenizer(config, run_dir, resume, train.examples, replicas)
     feature_config = config.features
     cache = feature_cache_dir()
     train_features = build_features(train.examples, tokenizer, feature_config, cache)
@@ -331,21 +267,6 @@ def compile_model(model: QATransformer, config: RunConfig, steps_per_epoch: int)
     model.compile(optimizer=optimizer, **span_objective(t.label_smoothing))
     optimizer.build(model.trainable_variables)
     return schedule
-
-
-def seed_epoch(model: keras.Model, seed: int, epoch: int) -> None:
-    """Make an epoch's randomness depend only on (seed, epoch), resumed or not.
-
-    Reseeds the global RNGs (Python, numpy, the backend: torch's unseeded dropout fast path
-    draws from its global generator) and every Keras SeedGenerator of the model.
-    """
-    keras.utils.set_random_seed(seed * 1000 + epoch)
-    generators = []
-    for layer in model._flatten_layers(include_self=True, recursive=True):
-        generators.extend(getattr(layer, "_seed_generators", []))
-    for index, generator in enumerate(generators):
-        state = np.array([seed * 7919 + index, epoch], dtype=generator.state.dtype)
-        generator.state.assign(state)
 
 
 # --------------------------------------------------------------------------- the run
@@ -394,36 +315,13 @@ def evaluate_dev(
     return metrics, predictions, mean_span_loss(features, starts, ends)
 
 
-class EpochSeed(keras.callbacks.Callback):
-    """Reseed at the start of each epoch, after `fit`'s own set-up has drawn from the RNGs."""
+class StepLog:
+    """Each training step's own loss and learning rate, for `steps.jsonl` (written with each
+    checkpoint), and the epoch's loss so far in the run state (so a resumed epoch's mean is the
+    uninterrupted one's).
 
-    def __init__(self, seed: int):
-        super().__init__()
-        self.seed = seed
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        seed_epoch(self.model, self.seed, epoch)
-
-
-class BatchLoss:
-    """Each batch's own loss, recovered from what Keras puts in `logs["loss"]`: the
-    batch-size-weighted running mean over the current `fit` call."""
-
-    def __init__(self) -> None:
-        self.seen, self.total = 0, 0.0
-
-    def __call__(self, running_mean: float, batch_size: int) -> float:
-        total = running_mean * (self.seen + batch_size)
-        loss = (total - self.total) / batch_size
-        self.seen, self.total = self.seen + batch_size, total
-        return loss
-
-
-class StepLosses(keras.callbacks.Callback):
-    """The loss and learning rate of every training batch, one `steps.jsonl` line each.
-
-    Why: an epoch's mean train loss hides a spike or a stall, and the full-data preset's runs
-    differed by 6 F1 with nothing but epoch means to show where (docs/results.md).
+    Why per step: an epoch's mean train loss hides a spike or a stall, and the full-data preset's
+    runs differed by 6 F1 with nothing but epoch means to show where (docs/results.md).
     """
 
     def __init__(
@@ -433,77 +331,25 @@ class StepLosses(keras.callbacks.Callback):
         schedule: WarmupDecay,
         grad_accum: int,
         tracker: Tracker,
-    ):
-        super().__init__()
+        state: dict[str, Any],
+    ) -> None:
         self.batches, self.epoch, self.schedule = batches, epoch, schedule
-        self.grad_accum, self.tracker = max(grad_accum, 1), tracker
-        self.batch_loss = BatchLoss()
-        self.lines: list[dict] = []
+        self.grad_accum, self.tracker, self.state = max(grad_accum, 1), tracker, state
+        self.batch_loss = BatchLoss()  # one per `fit` call: Keras' running mean restarts there
+        self.pending: list[dict] = []  # lines not yet in steps.jsonl
+        self.last_step = 0
 
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        step = self.epoch * len(self.batches) + batch + 1  # 1-based, counted over the run
-        loss = self.batch_loss(float(logs["loss"]), len(self.batches.order[batch]))
+    def __call__(self, step: int, logs: dict) -> None:
+        rows = len(self.batches.order[step - 1])
+        loss = self.batch_loss(float(logs["loss"]), rows)
+        run_step = self.epoch * self.batches.steps_per_epoch + step  # 1-based, over the run
         # From the schedule, not the optimizer: on jax its variables are stale mid-epoch.
-        lr = float(ops.convert_to_numpy(self.schedule((step - 1) // self.grad_accum)))
-        self.lines.append({"epoch": self.epoch + 1, "step": step, "loss": loss, "lr": lr})
-        self.tracker.log_step(self.lines[-1])
-
-
-class ProgressBar(keras.callbacks.Callback):
-    """tqdm bar per epoch with loss and training tokens/s."""
-
-    def __init__(self, batches: TrainBatches, epoch: int, epochs: int, log_every: int = 1):
-        super().__init__()
-        self.batches, self.epoch, self.epochs = batches, epoch, epochs
-        self.log_every = log_every
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        from tqdm.auto import tqdm
-
-        interactive = sys.stderr.isatty()
-        self.bar = tqdm(
-            total=len(self.batches),
-            desc=f"epoch {self.epoch + 1}/{self.epochs}",
-            mininterval=2.0 if interactive else 60.0,  # a log file gets a line a minute
-            disable=False,
-        )
-        self.start = time.perf_counter()
-
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        self.bar.update(1)
-        if batch % self.log_every == 0 and logs:
-            tokens = self.batches.cumulative_tokens[batch]
-            rate = tokens / max(time.perf_counter() - self.start, 1e-9)
-            self.bar.set_postfix(loss=f"{logs.get('loss', float('nan')):.3f}", tok_s=f"{rate:.0f}")
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        self.bar.close()
-
-
-def progress_bar(
-    batches: keras.utils.PyDataset, epoch: int, epochs: int, replicas: Replicas
-) -> list[keras.callbacks.Callback]:
-    """The epoch's progress bar, shown by process 0 only."""
-    return [ProgressBar(batches, epoch, epochs)] if replicas.is_main else []
-
-
-def open_run_dir(config: RunConfig, runs_dir: str | Path, resume: bool) -> tuple[RunConfig, Path]:
-    """The run directory, made ready: a fresh one, or (--resume) the saved config of an old one."""
-    run_dir = Path(runs_dir) / config.name
-    if resume:
-        saved = run_dir / rundir.CONFIG
-        if not saved.is_file():
-            raise FileNotFoundError(f"--resume: no run to resume at {run_dir}")
-        config = load_config(saved)
-    elif (run_dir / rundir.STATUS).exists():
-        raise FileExistsError(
-            f"{run_dir} already holds a run: pass --resume to continue it, or pick another "
-            f"name with --set name=..."
-        )
-    if rundir.writes():
-        (run_dir / rundir.CHECKPOINTS).mkdir(parents=True, exist_ok=True)
-    rundir.write_text(run_dir / rundir.CONFIG, dump_config(config))
-    return config, run_dir
+        lr = float(ops.convert_to_numpy(self.schedule((run_step - 1) // self.grad_accum)))
+        self.pending.append({"epoch": self.epoch + 1, "step": run_step, "loss": loss, "lr": lr})
+        self.state["loss_sum"] += loss * rows
+        self.state["loss_rows"] += rows
+        self.last_step = step
+        self.tracker.log_step(self.pending[-1])
 
 
 def train(
@@ -512,7 +358,11 @@ def train(
     resume: bool = False,
     extra_callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> dict[str, Any]:
-    """Train as configured; returns the final status. Writes everything to runs_dir/name."""
+    """Train as configured; returns the final status. Writes everything to runs_dir/name.
+
+    SIGTERM, SIGINT or SIGUSR1 stop it at the end of the current step with a checkpoint: the
+    status is then `stopped`, and `resume=True` continues to what an uninterrupted run gives.
+    """
     join_processes()
     config, run_dir = open_run_dir(config, runs_dir, resume)
 
@@ -540,10 +390,14 @@ def train(
             f"features left out of every epoch (its short batch, cut to a multiple of "
             f"{replicas.devices})"
         )
-    schedule = compile_model(model, config, len(batches))
+    schedule = compile_model(model, config, batches.steps_per_epoch)
 
+    # epoch: epochs done; step: steps done of the next one (a checkpoint within an epoch).
     state = {
         "epoch": 0,
+        "step": 0,
+        "loss_sum": 0.0,
+        "loss_rows": 0,
         "best_f1": -1.0,
         "best_epoch": None,
         "best_em": None,
@@ -554,11 +408,17 @@ def train(
     record = RunRecord(run_dir, {})
     steps = RunRecord(run_dir, {}, log=rundir.STEPS)
     if resume and state_file.is_file():
-        state = rundir.read_json(state_file)
+        state.update(rundir.read_json(state_file))
         model.load_weights(run_dir / rundir.CHECKPOINTS / rundir.LAST_WEIGHTS)
-        print(f"resumed {run_dir} after epoch {state['epoch']}")
-    for log in (record, steps):
-        log.keep(lambda line: line["epoch"] <= state["epoch"])
+        where = (
+            f"epoch {state['epoch'] + 1}, step {state['step']}"
+            if state["step"]
+            else (f"the end of epoch {state['epoch']}")
+        )
+        print(f"resumed {run_dir} at {where}")
+    done = state["epoch"] * batches.steps_per_epoch + state["step"]
+    record.keep(lambda line: line["epoch"] <= state["epoch"])
+    steps.keep(lambda line: line["step"] <= done)  # steps after the checkpoint are redone
     previous = record.previous_status() if resume else {}
     record.status = {
         "status": "running",
@@ -575,6 +435,7 @@ def train(
         "dev_examples": len(prep.dev_examples),
         "epochs_planned": t.epochs,
         "epochs_run": state["epoch"],
+        "steps_per_epoch": batches.steps_per_epoch,
         "best_epoch": state["best_epoch"],
         "best_dev_exact_match": state["best_em"],
         "best_dev_f1": state["best_f1"] if state["best_epoch"] else None,
@@ -585,18 +446,20 @@ def train(
     tracker.start(config, record.status)
 
     try:
-        status = _epochs(
-            prep,
-            model,
-            batches,
-            schedule,
-            state,
-            state_file,
-            record,
-            steps,
-            tracker,
-            extra_callbacks,
-        )
+        with StopRequests() as stop:
+            status = _epochs(
+                prep,
+                model,
+                batches,
+                schedule,
+                state,
+                state_file,
+                record,
+                steps,
+                tracker,
+                extra_callbacks,
+                stop,
+            )
     except BaseException as err:
         record.write_status(status="crashed", error=f"{type(err).__name__}: {err}")
         tracker.finish(record.status)
@@ -617,30 +480,65 @@ def _epochs(
     steps: RunRecord,
     tracker: Tracker,
     extra_callbacks: Sequence[keras.callbacks.Callback],
+    stop: StopRequests,
 ) -> str:
     t = prep.config.train
     run_dir = record.run_dir
     checkpoints = run_dir / rundir.CHECKPOINTS
+    per_epoch = batches.steps_per_epoch
+    clock = [time.perf_counter()]
+
+    def lap() -> float:
+        """Seconds since the last lap, added to the run's wall time."""
+        now = time.perf_counter()
+        state["wall_time_s"] += now - clock[0]
+        clock[0] = now
+        return state["wall_time_s"]
+
+    def checkpoint(epoch: int, step: int, log: StepLog) -> None:
+        """Weights + optimizer, the step log and the state, in that order: a kill between them
+        leaves a state that names what the files before it hold (later steps are redone)."""
+        lap()
+        rundir.save_weights(model, checkpoints / rundir.LAST_WEIGHTS)
+        steps.append(*log.pending)
+        log.pending.clear()
+        state.update(epoch=epoch, step=step)
+        write_json(state_file, state)
+        record.write_status(wall_time_s=round(state["wall_time_s"], 2))
+
     for epoch in range(state["epoch"], t.epochs):
-        started = time.perf_counter()
-        batches.set_epoch(epoch)
-        step_losses = StepLosses(batches, epoch, schedule, t.grad_accum, tracker)
-        callbacks = [
-            EpochSeed(t.seed),
-            step_losses,
-            *progress_bar(batches, epoch, t.epochs, prep.replicas),
-            *extra_callbacks,
-        ]
-        history = model.fit(
+        start = state["step"]  # > 0 only in an epoch resumed from a step checkpoint
+        if not start:
+            state["loss_sum"], state["loss_rows"] = 0.0, 0
+        batches.set_epoch(epoch, start)
+        log = StepLog(batches, epoch, schedule, t.grad_accum, tracker, state)
+        began = clock[0] = time.perf_counter()
+        cadence = StepCadence(
+            t.seed,
+            epoch,
+            start,
+            per_epoch,
+            t.save_every_steps,
+            stop,
+            on_step=log,
+            checkpoint=lambda step, log=log, epoch=epoch: checkpoint(epoch, step, log),
+        )
+        model.fit(
             batches,
             epochs=epoch + 1,
             initial_epoch=epoch,
             verbose=0,
-            callbacks=callbacks,
+            callbacks=[
+                cadence,
+                *progress_bar(batches, epoch, t.epochs, prep.replicas),
+                *extra_callbacks,
+            ],
             shuffle=False,
         )
-        train_seconds = time.perf_counter() - started
-        train_tokens = int(batches.cumulative_tokens[-1])
+        if log.last_step < per_epoch:  # stopped within the epoch, checkpointed at that step
+            print(f"stopped at epoch {epoch + 1}, step {log.last_step}: --resume continues")
+            return "stopped"
+        train_seconds = time.perf_counter() - began
         metrics, predictions, dev_loss = evaluate_dev(
             model,
             prep.config,
@@ -650,18 +548,17 @@ def _epochs(
             prep.replicas.devices,
         )
         lr = float(ops.convert_to_numpy(model.optimizer.learning_rate))
-        state["wall_time_s"] += time.perf_counter() - started
         line = {
             "epoch": epoch + 1,
-            "train_loss": float(history.history["loss"][-1]),
+            "train_loss": state["loss_sum"] / max(state["loss_rows"], 1),
             "dev_loss": float(dev_loss),
             "dev_exact_match": metrics["exact_match"],
             "dev_f1": metrics["f1"],
             **{f"dev_{k}": v for k, v in metrics.items() if k.startswith(V2_KEYS)},
             "lr": lr,
-            "wall_time_s": round(state["wall_time_s"], 2),
-            "tokens_per_s": train_tokens / max(train_seconds, 1e-9),
-            "train_tokens": train_tokens,
+            "wall_time_s": round(lap(), 2),
+            "tokens_per_s": int(batches.cumulative_tokens[-1]) / max(train_seconds, 1e-9),
+            "train_tokens": batches.epoch_tokens,
         }
         improved = metrics["f1"] > state["best_f1"]
         if improved:
@@ -673,19 +570,17 @@ def _epochs(
             write_json(run_dir / rundir.EVAL, {**metrics, "epoch": epoch + 1})
         else:
             state["wait"] += 1
-        state["epoch"] = epoch + 1
-        rundir.save_weights(model, checkpoints / rundir.LAST_WEIGHTS)
         if t.keep_epoch_checkpoints:
             rundir.save_weights(model, checkpoints / rundir.epoch_weights(epoch + 1))
-        steps.append(*step_losses.lines)
-        write_json(state_file, state)
+        # The metrics line first: a kill before the checkpoint redoes the epoch's tail and
+        # drops the line again.
         record.append(line)
+        checkpoint(epoch + 1, 0, log)
         record.write_status(
             epochs_run=epoch + 1,
             best_epoch=state["best_epoch"],
             best_dev_exact_match=state["best_em"],
             best_dev_f1=state["best_f1"],
-            wall_time_s=round(state["wall_time_s"], 2),
         )
         tracker.log_epoch(line, prep.dev_examples, predictions)
         print(
@@ -699,6 +594,9 @@ def _epochs(
             print(f"early stop: no dev F1 gain for {patience} epochs")
             _export_best(model, checkpoints)
             return "stopped_early"
+        if stop.requested and epoch + 1 < t.epochs:
+            print(f"stopped after epoch {epoch + 1}: --resume continues")
+            return "stopped"
     _export_best(model, checkpoints)
     return "finished"
 
