@@ -271,7 +271,8 @@ def test_fine_tuning_from_a_pretraining_run_keeps_every_encoder_tensor(
 ):
     import h5py
 
-    from squadqa.pretrain import load_encoder, pretrain
+    from squadqa.pretrain import pretrain
+    from squadqa.pretrained import load_encoder
     from squadqa.rundir import ENCODER
     from squadqa.train import train
 

@@ -19,14 +19,13 @@ from typing import Any
 
 import pytest
 
+from squadqa.rundir import process_start_ticks, process_status
 from squadqa.runs import (
     RunRow,
     collect_runs,
     format_runs,
     humanize_count,
     humanize_duration,
-    process_start_ticks,
-    process_status,
     read_run,
     runs_command,
 )

@@ -88,13 +88,14 @@ def average_run(
 ) -> dict:
     """Write the averaged run directory (module docstring) and return its average.json record.
 
-    Scored as the source run scored its epochs (`train.evaluate_dev` on data.dev, the first
+    Scored as the source run scored its epochs (`scoring.evaluate_dev` on data.dev, the first
     data.max_dev_samples; SQuAD 2.0: at the null threshold best on dev), so the numbers compare.
     """
     from squadqa.config import load_config
     from squadqa.features import build_features
     from squadqa.inference import QAPredictor
-    from squadqa.train import evaluate_dev, feature_cache_dir, load_dev
+    from squadqa.scoring import evaluate_dev, load_dev
+    from squadqa.train import feature_cache_dir
 
     source = Path(run_dir)
     status_path = source / rundir.STATUS

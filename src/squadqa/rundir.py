@@ -32,6 +32,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import socket
 import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -182,3 +183,45 @@ class RunRecord:
 
     def append(self, *lines: dict) -> None:
         append_jsonl(self.log_path, *lines)
+
+
+# --------------------------------------------------------------------------- the process
+
+
+def process_status(previous: dict[str, Any]) -> dict[str, Any]:
+    """The status.json fields that let `squadqa runs` tell this process from a dead or reused pid.
+
+    `previous` is the status a resumed run left: it keeps its first `started`.
+    """
+    pid = os.getpid()
+    return {
+        "started": previous.get("started", now()),
+        "process_started": now(),
+        "host": socket.gethostname(),
+        "pid": pid,
+        "process_start_ticks": process_start_ticks(pid),
+    }
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """When `pid` started, in clock ticks since boot (None without /proc).
+
+    With the pid it names one process exactly: no wall clock is compared, so a clock stepped
+    or a boot time that drifted cannot make a live run look reused.
+    """
+    stat = proc_stat(pid)
+    return None if stat is None else stat[1]
+
+
+def proc_stat(pid: int) -> tuple[str, int | None] | None:
+    """(state, start time in clock ticks since boot) from /proc, or None where there is no /proc."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rfind(")") + 2 :].split()
+    state = fields[0] if fields else "?"
+    try:
+        return state, int(fields[19])  # field 22 of stat, counted after "pid (comm)"
+    except (IndexError, ValueError):
+        return state, None

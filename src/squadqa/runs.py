@@ -287,31 +287,6 @@ def _same_host(host: Any) -> bool:
     return host == here or host.split(".")[0] == here.split(".")[0]
 
 
-def process_status(previous: dict[str, Any]) -> dict[str, Any]:
-    """The status.json fields that let `squadqa runs` tell this process from a dead or reused pid.
-
-    `previous` is the status a resumed run left: it keeps its first `started`.
-    """
-    pid = os.getpid()
-    return {
-        "started": previous.get("started", rundir.now()),
-        "process_started": rundir.now(),
-        "host": socket.gethostname(),
-        "pid": pid,
-        "process_start_ticks": process_start_ticks(pid),
-    }
-
-
-def process_start_ticks(pid: int) -> int | None:
-    """When `pid` started, in clock ticks since boot (None without /proc).
-
-    With the pid it names one process exactly: no wall clock is compared, so a clock stepped
-    or a boot time that drifted cannot make a live run look reused.
-    """
-    stat = _proc_stat(pid)
-    return None if stat is None else stat[1]
-
-
 def _check_running(status: dict[str, Any], notes: list[str]) -> str:
     """'running' only while its process lives; a SIGKILLed run cannot say it crashed."""
     if not _same_host(status.get("host")):
@@ -345,7 +320,7 @@ def _pid_alive(pid: int, start_ticks: int | None, started: datetime | None) -> b
         pass  # exists, owned by someone else
     except (OverflowError, OSError):
         return False
-    stat = _proc_stat(pid)
+    stat = rundir.proc_stat(pid)
     if stat is None:
         return True  # no /proc (not Linux): existence is all we can know
     state, ticks = stat
@@ -358,20 +333,6 @@ def _pid_alive(pid: int, start_ticks: int | None, started: datetime | None) -> b
     if started is None or began is None:
         return True
     return began <= started.timestamp() + 2.0
-
-
-def _proc_stat(pid: int) -> tuple[str, int | None] | None:
-    """(state, start time in clock ticks since boot) from /proc, or None where there is no /proc."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = raw[raw.rfind(")") + 2 :].split()
-    state = fields[0] if fields else "?"
-    try:
-        return state, int(fields[19])  # field 22 of stat, counted after "pid (comm)"
-    except (IndexError, ValueError):
-        return state, None
 
 
 def _ticks_to_time(ticks: int | None) -> float | None:

@@ -25,7 +25,7 @@ from keras import ops
 
 from squadqa import rundir
 from squadqa.config import RunConfig, architecture_settings, dump_config, model_defaults
-from squadqa.data import Example, SquadData, default_cache_dir, gold_answers, load_squad
+from squadqa.data import Example, default_cache_dir, load_squad
 from squadqa.distributed import (
     ONE_DEVICE,
     Replicas,
@@ -33,7 +33,6 @@ from squadqa.distributed import (
     no_distribution,
     set_distribution,
 )
-from squadqa.evaluation import evaluate_v1, evaluate_v2_at_best_threshold
 from squadqa.features import (
     Features,
     batch_order,
@@ -51,19 +50,13 @@ from squadqa.harness import (
     run_tokenizer,
     set_precision,
 )
-from squadqa.inference import padding_multiple, predict_logits
-from squadqa.layers import MASKED_LOGIT
 from squadqa.malloc import reuse_freed_memory
-from squadqa.model import QAConfig, QATransformer, float32_model, span_loss, span_objective
+from squadqa.model import QAConfig, QATransformer, float32_model, span_objective
 from squadqa.optim import WarmupDecay, make_optimizer
-from squadqa.postprocess import Predictions, extract_answers
 from squadqa.rundir import RunRecord, write_json
-from squadqa.runs import process_status
+from squadqa.scoring import V2_KEYS, evaluate_dev, load_dev, padding_multiple
 from squadqa.tokenization import QATokenizer
 from squadqa.tracking import Tracker, make_tracker
-
-# SQuAD 2.0 metrics that go into metrics.jsonl beside EM / F1 (as dev_<key>).
-V2_KEYS = ("HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1", "null_threshold")
 
 
 def feature_cache_dir() -> Path:
@@ -130,20 +123,6 @@ class TrainBatches(keras.utils.PyDataset):
         return self.replicas.local_rows((inputs, targets))
 
 
-def mean_span_loss(features: Features, starts: Sequence[np.ndarray], ends: Sequence[np.ndarray]):
-    """Dev loss: the training loss (no smoothing) averaged over features, logits unpadded."""
-    if not len(features):
-        return 0.0
-    width = max(len(s) for s in starts)
-    total = 0.0
-    for logits, labels in ((starts, features.start_positions), (ends, features.end_positions)):
-        padded = np.full((len(logits), width), MASKED_LOGIT, np.float32)
-        for row, z in enumerate(logits):
-            padded[row, : len(z)] = z
-        total += 0.5 * float(ops.convert_to_numpy(ops.sum(span_loss(labels, padded))))
-    return total / len(features)
-
-
 # --------------------------------------------------------------------------- building blocks
 
 
@@ -183,7 +162,7 @@ def build_model(config: RunConfig, vocab_size: int) -> tuple[QATransformer, str]
             model, _, report = load_pretrained(pretrained_path(init), **dropout)
             label = "pretrained"
         else:
-            from squadqa.pretrain import load_encoder
+            from squadqa.pretrained import load_encoder
 
             model, report = load_encoder(init[len("run:") :], **dropout)
             label = report.label
@@ -203,22 +182,6 @@ def build_model(config: RunConfig, vocab_size: int) -> tuple[QATransformer, str]
     model = QATransformer(QAConfig(vocab_size=vocab_size, **config.model))
     model.build()
     return model, "scratch"
-
-
-def load_dev(config: RunConfig) -> SquadData:
-    """The dev split every epoch is scored on: data.dev, its first data.max_dev_samples."""
-    data_cfg = config.data
-    dev = load_squad(
-        data_cfg.dev, max_samples=data_cfg.max_dev_samples or None, strict=data_cfg.strict
-    )
-    unanswerable = sum(e.is_impossible for e in dev.examples)
-    if unanswerable and not config.postprocess.version_2:
-        raise ValueError(
-            f"{data_cfg.dev}: {unanswerable} of {len(dev.examples)} dev questions are "
-            "unanswerable (SQuAD 2.0): --set postprocess.version_2=true (see "
-            "configs/squad2-*.toml)"
-        )
-    return dev
 
 
 def prepare(
@@ -270,49 +233,6 @@ def compile_model(model: QATransformer, config: RunConfig, steps_per_epoch: int)
 
 
 # --------------------------------------------------------------------------- the run
-
-
-def dev_metrics(
-    config: RunConfig, examples: Sequence[Example], predictions: Predictions
-) -> tuple[dict, Predictions]:
-    """Official dev metrics (`exact_match`, `f1`, ...) and the predictions they score.
-
-    SQuAD 2.0 (`postprocess.version_2`): the v2.0 metric at the null threshold that maximises dev
-    F1 (`null_threshold`, saved in eval.json and served), with its HasAns / NoAns blocks.
-    """
-    gold = gold_answers(examples)
-    if not config.postprocess.version_2:
-        return evaluate_v1(gold, predictions.answers), predictions
-    v2 = evaluate_v2_at_best_threshold(gold, predictions.best_spans(), predictions.null_scores)
-    metrics = {
-        "exact_match": v2["exact"],
-        "f1": v2["f1"],
-        "total": v2["total"],
-        "null_threshold": v2.get("best_f1_thresh", 0.0),
-        **{k: v for k, v in v2.items() if k.startswith(("HasAns_", "NoAns_", "best_"))},
-    }
-    return metrics, predictions.at_threshold(metrics["null_threshold"])
-
-
-def evaluate_dev(
-    model: keras.Model,
-    config: RunConfig,
-    examples: Sequence[Example],
-    features: Features,
-    pad_id: int,
-    devices: int = 1,
-) -> tuple[dict, Predictions, float]:
-    """Dev EM/F1 (official), predictions and dev loss, through the real post-processing.
-
-    What every epoch reports, and what `squadqa average` scores an averaged model with.
-    """
-    t = config.train
-    starts, ends = predict_logits(
-        model, features, pad_id, t.eval_batch_size, padding_multiple(t.length_multiple), devices
-    )
-    predictions = extract_answers(examples, features, starts, ends, config.postprocess)
-    metrics, predictions = dev_metrics(config, examples, predictions)
-    return metrics, predictions, mean_span_loss(features, starts, ends)
 
 
 class StepLog:
@@ -422,7 +342,7 @@ def train(
     previous = record.previous_status() if resume else {}
     record.status = {
         "status": "running",
-        **process_status(previous),
+        **rundir.process_status(previous),
         "features_peak_rss_mb": round(peak_rss_mb()),
         "backend": keras.backend.backend(),
         "replicas": replicas.devices,
