@@ -27,7 +27,10 @@ What is measured:
    default threads, one per core). The same table again for a long context (bundled paragraphs
    joined until it makes `--long-windows` windows), unless `--long-windows 0`.
    Then the batching gain (`--batch-rows`): each model call alone on that window at batch 1
-   and at 16 copies of it, time per window: what request batching can buy at most.
+   and at 16 copies of it, time per window: what request batching can buy at most. The int8
+   model runs each window alone (`OnnxModel(row_by_row=True)`: its activation scales are per
+   input tensor, so a batch would change each window's answer); its whole-batch call is timed
+   beside it, as what that independence costs.
 2. **Server throughput**: `squadqa serve` on the same run directory, started as a separate process
    on 127.0.0.1 (so the load generator does not share its interpreter), driven by an `httpx`
    async client that keeps `c` requests in flight, for each `c` in `--concurrency`; `--requests`
@@ -352,7 +355,8 @@ def batch_gain(
 MODEL_LABELS = {
     "squadqa": "squadqa Keras model (torch backend)",
     "onnx": "squadqa ONNX Runtime fp32",
-    "onnx-int8": "squadqa ONNX Runtime int8",
+    "onnx-int8": "squadqa ONNX Runtime int8 (each window alone: what is served)",
+    "onnx-int8-batched": "squadqa ONNX Runtime int8, the whole batch in one call (batch-dependent)",
     "hf": "HF `BertForQuestionAnswering` (torch, `inference_mode`)",
 }
 
@@ -599,6 +603,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             features = predictor.features([Example("x", "", context, question, ())])
             batch = pad_batch(features, [0], predictor.tokenizer.pad_id, multiple=1)
             models = {name: p.model for name, p in predictors.items()}
+            if "onnx-int8" in predictors:  # what running each window alone costs
+                from squadqa.onnx_model import OnnxModel
+
+                models["onnx-int8-batched"] = OnnxModel(predictors["onnx-int8"].model.path)
             if hf is not None:
                 models["hf"] = HFCall(model)
             gains = batch_gain(models, batch, args.batch_rows, args.repeats)
