@@ -4,7 +4,7 @@ Input (a dict, as built by ``squadqa.features``; extra keys are ignored):
     ``input_ids`` (required), ``token_type_ids``, ``attention_mask``, ``span_mask`` — int
     ``[batch, seq]``; missing optional keys default to zeros / ones / ones.
 Output: ``{"start_logits": [batch, seq], "end_logits": [batch, seq]}`` float32, with positions
-where ``span_mask == 0`` set to :data:`squadqa.layers.MASKED_LOGIT`.
+where ``span_mask == 0`` set to :data:`squadqa.architecture.MASKED_LOGIT`.
 
 Variables (``model.encoder_layers[i]`` etc.), BERT equivalent in brackets:
     ``embeddings.word_embeddings`` [embeddings.word_embeddings],
@@ -25,7 +25,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from squadqa.architecture import QAConfig
+from squadqa.architecture import MASKED_LOGIT, QAConfig
 from squadqa.layers import Embeddings, SpanHead, TransformerBlock
 
 __all__ = [
@@ -161,7 +161,8 @@ def span_loss(y_true: Any, y_pred: Any, label_smoothing: float = 0.0) -> Any:
     nll = -ops.sum(ops.one_hot(labels, ops.shape(logits)[-1]) * log_probs, axis=-1)
     if label_smoothing == 0.0:
         return nll
-    allowed = ops.cast(logits > -1e3, "float32")  # masked positions hold a huge negative logit
+    # Masked positions hold MASKED_LOGIT; any real logit is far above a tenth of it.
+    allowed = ops.cast(logits > MASKED_LOGIT / 10, "float32")
     uniform = -ops.sum(log_probs * allowed, axis=-1) / ops.maximum(ops.sum(allowed, axis=-1), 1.0)
     return (1.0 - label_smoothing) * nll + label_smoothing * uniform
 

@@ -27,6 +27,7 @@ from keras import ops
 
 from squadqa import objectives as obj
 from squadqa import rundir
+from squadqa.architecture import MASKED_LOGIT
 from squadqa.config import RunConfig
 from squadqa.data import Example, load_squad
 from squadqa.distributed import ONE_DEVICE, Replicas, join_processes, set_distribution
@@ -203,7 +204,7 @@ class PretrainModel(keras.Model):
         losses = []
         for dense, labels in ((self.span_start, "answer_starts"), (self.span_end, "answer_ends")):
             logits = ops.cast(ops.einsum("bqh,bth->bqt", dense(at), hidden), "float32")
-            logits = logits * allowed + (1.0 - allowed) * -1e4
+            logits = logits * allowed + (1.0 - allowed) * MASKED_LOGIT
             losses.append(mlm_loss(logits, inputs[labels], inputs["question_weights"]))
         loss = 0.5 * (losses[0] + losses[1])
         return {"loss": loss, "span_loss": loss}
