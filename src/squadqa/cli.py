@@ -184,6 +184,21 @@ def _cmd_continue(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from squadqa.calibration import calibrate_run
+    from squadqa.rundir import CALIBRATION
+
+    r = calibrate_run(args.run_dir)
+    print(
+        f"temperature {r['temperature']:.3f} (fitted on {r['fit_questions']} dev questions); "
+        f"on the other {r['held_out_questions']}: ECE {r['ece_before']:.4f} -> "
+        f"{r['ece_after']:.4f}, Brier {r['brier_before']:.4f} -> {r['brier_after']:.4f}, "
+        f"mean confidence {r['mean_confidence_before']:.3f} -> {r['mean_confidence_after']:.3f} "
+        f"vs accuracy {r['held_out_accuracy']:.3f}; wrote {Path(args.run_dir) / CALIBRATION}"
+    )
+    return 0
+
+
 def _cmd_sanity(args: argparse.Namespace) -> int:
     from squadqa.checks import overfit_check
 
@@ -479,6 +494,14 @@ def build_parser() -> argparse.ArgumentParser:
     ru.add_argument("--sort", default="f1")
     ru.add_argument("--format", choices=["md", "csv"], default="md")
     ru.set_defaults(func=_cmd_runs)
+
+    ca = sub.add_parser(
+        "calibrate",
+        help="fit the temperature that makes the top answer's probability its chance of being "
+        "exactly right (half the dev questions; ECE and Brier on the other half)",
+    )
+    ca.add_argument("run_dir")
+    ca.set_defaults(func=_cmd_calibrate)
 
     co = sub.add_parser(
         "continue",

@@ -269,7 +269,8 @@ class QAPredictor:
         `model.onnx` / `model.int8.onnx` (made by `squadqa export`) on ONNX Runtime, without
         importing Keras. `batching`: run concurrent `answer` calls' windows together (the
         server's request batching). A SQuAD 2.0 run answers "no answer" with the null threshold
-        it chose on dev (`eval.json`), else with the configured `postprocess.null_threshold`.
+        it chose on dev (`eval.json`), else with the configured `postprocess.null_threshold`; a
+        calibrated run's probabilities use the temperature of its `calibration.json`.
         """
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
@@ -307,6 +308,9 @@ class QAPredictor:
         chosen = rundir.null_threshold(run_dir)
         if span_config.version_2 and chosen is not None:
             span_config = dataclasses.replace(span_config, null_threshold=chosen)
+        fitted = rundir.temperature(run_dir)  # `squadqa calibrate`
+        if fitted is not None:
+            span_config = dataclasses.replace(span_config, temperature=fitted)
         return cls(
             model=model,
             tokenizer=load_tokenizer(run_dir / TOKENIZER),

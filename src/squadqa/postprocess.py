@@ -30,6 +30,15 @@ class SpanConfig:
         'SQuAD 2.0: answer "" when the null score beats the best span by more than this '
         "(a trained run serves the threshold it chose on dev, eval.json's best_f1_thresh)",
     )
+    temperature: float = setting(
+        1.0,
+        "span scores are divided by this before the softmax that gives each candidate's "
+        "probability (ranking unchanged); a run serves the one `squadqa calibrate` fitted",
+    )
+
+    def __post_init__(self) -> None:
+        if not self.temperature > 0:
+            raise ValueError(f"postprocess.temperature={self.temperature} must be > 0")
 
 
 @dataclass(frozen=True)
@@ -130,10 +139,10 @@ def window_candidates(
     return found
 
 
-def _with_probabilities(candidates: list[Candidate]) -> list[Candidate]:
+def _with_probabilities(candidates: list[Candidate], temperature: float) -> list[Candidate]:
     if not candidates:
         return candidates
-    scores = np.array([c.score for c in candidates])
+    scores = np.array([c.score for c in candidates]) / temperature
     probs = np.exp(scores - scores.max())
     probs /= probs.sum()
     return [
@@ -182,7 +191,7 @@ def extract_answers(
             if (c.start, c.end) not in best or c.score > best[(c.start, c.end)].score:
                 best[(c.start, c.end)] = c
         ranked = sorted(best.values(), key=lambda c: -c.score)[: config.n_best]
-        ranked = _with_probabilities(ranked)
+        ranked = _with_probabilities(ranked, config.temperature)
         nbest[example.id] = ranked
         # No window, or no valid span (a context without tokens): finite, so JSON stays valid;
         # such a question is "no answer" whatever its null score (`is_no_answer`).

@@ -58,6 +58,7 @@ LAST_WEIGHTS = "last.weights.h5"
 BEST_WEIGHTS = "best.weights.h5"
 STATE = "state.json"
 AVERAGE = "average.json"
+CALIBRATION = "calibration.json"
 
 
 def epoch_weights(epoch: int) -> str:
@@ -142,6 +143,12 @@ def save_weights(model: Any, path: Path) -> None:
         return
     with tempfile.TemporaryDirectory() as scratch:
         model.save_weights(Path(scratch) / Path(path).name)
+
+
+def temperature(run_dir: Path) -> float | None:
+    """The temperature `squadqa calibrate` fitted (`calibration.json`), None before it ran."""
+    path = Path(run_dir) / CALIBRATION
+    return float(read_json(path)["temperature"]) if path.is_file() else None
 
 
 def null_threshold(run_dir: Path) -> float | None:

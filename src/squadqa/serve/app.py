@@ -306,7 +306,10 @@ class Span(BaseModel):
     score: float = Field(description="start logit + end logit")
     start: int = Field(description="character offset in the context where the answer starts")
     end: int = Field(description="character offset where it ends (exclusive)")
-    probability: float = Field(description="softmax of the score over the n-best candidates")
+    probability: float = Field(
+        description="softmax of the score over the n-best candidates, at the temperature "
+        "`squadqa calibrate` fitted (then: the chance that the top answer is exactly right)"
+    )
 
 
 class AnswerOut(Span):
