@@ -63,7 +63,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from machine import machine_lines, worker_env
+from machine import machine_lines, stop, worker_env
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
@@ -456,12 +456,7 @@ def server_process(run_dir: Path, port: int, threads: int | None, server: str = 
                 time.sleep(0.1)
             yield url, process.pid, time.monotonic() - launched
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process)
 
 
 async def load(url: str, body: dict, concurrency: int, requests: int) -> dict[str, Any]:

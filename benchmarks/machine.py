@@ -6,6 +6,7 @@ import contextlib
 import datetime
 import os
 import platform
+import subprocess
 from pathlib import Path
 
 
@@ -50,3 +51,13 @@ def worker_env(threads: int | None = None) -> dict[str, str]:
     if threads:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     return env
+
+
+def stop(process: subprocess.Popen) -> None:
+    """End a benchmark's server process: SIGTERM, then SIGKILL if it is not gone in 20 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from latency import free_port
-from machine import load_average, machine_lines, usable_cores, worker_env
+from machine import load_average, machine_lines, stop, usable_cores, worker_env
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -151,12 +151,7 @@ def server(command: list[str], port: int, threads: int | None) -> Iterator[None]
                 time.sleep(0.1)
             yield
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process)
 
 
 # --------------------------------------------------------------------------- the load
