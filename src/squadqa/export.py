@@ -32,7 +32,6 @@ from squadqa.data import load_squad, sample_path
 from squadqa.features import build_features, pad_batch
 from squadqa.tokenization import load_tokenizer
 
-FORMATS = ("onnx",)
 QUANTIZE = ("none", "int8")
 OPSET = 18
 INPUT_NAMES = ("input_ids", "token_type_ids", "attention_mask", "span_mask", "question_match")

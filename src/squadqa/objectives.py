@@ -31,7 +31,6 @@ from squadqa.settings import setting
 from squadqa.tokenization import SPECIAL_TOKENS, QATokenizer
 
 OBJECTIVES = ("mlm", "electra", "span")
-IGNORE = -1  # label of a position that is not predicted
 # Words that recur in every text; a recurring span made only of these is not a question.
 STOPWORDS = frozenset(
     (
