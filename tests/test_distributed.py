@@ -319,7 +319,7 @@ TRAIN_RESUME_SCRIPT = textwrap.dedent(
     tokenizer = load_tokenizer(f"{root}/two/tokenizer.json")
     examples = load_squad(config.data.dev, max_samples=8).examples
     features = build_features(examples, tokenizer, config.features)
-    batch = pad_batch(features, list(range(len(features))), tokenizer.pad_id)
+    batch = pad_batch(features, list(range(len(features))), tokenizer.pad_id, multiple=32)
     logits = [
         np.asarray(keras.saving.load_model(f"{root}/{name}/model.keras").predict_on_batch(batch)
                    ["start_logits"]).tolist()

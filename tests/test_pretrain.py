@@ -173,7 +173,7 @@ def _batches(windows, tokenizer, objective):
     from squadqa.pretrain import PretrainBatches
 
     config = obj.PretrainConfig(objective=objective)
-    return PretrainBatches(windows, tokenizer, config, 16, seed=0)
+    return PretrainBatches(windows, tokenizer, config, 16, seed=0, multiple=8)
 
 
 def _tiny(tokenizer_path: Path, *extra: str):

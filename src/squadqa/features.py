@@ -284,7 +284,7 @@ def bucket_length(length: int, multiple: int) -> int:
 
 
 def pad_batch(
-    features: Features, indices: Sequence[int], pad_id: int, multiple: int = 32
+    features: Features, indices: Sequence[int], pad_id: int, multiple: int
 ) -> dict[str, np.ndarray]:
     """Model inputs for the given features, padded to the batch's own bucketed length."""
     length = bucket_length(max(len(features.input_ids[i]) for i in indices), multiple)

@@ -233,7 +233,7 @@ class QAPredictor:
     tokenizer: QATokenizer
     feature_config: FeatureConfig
     span_config: SpanConfig
-    length_multiple: int = 8
+    length_multiple: int  # batches padded to a multiple of this many tokens (padding_multiple)
     batch_size: int = 64
     name: str = ""
     batching: Batching | None = None  # None: one request at a time, behind a lock

@@ -33,7 +33,7 @@ class OnnxModel:
 
     Example:
         >>> model = OnnxModel("runs/quickstart/model.onnx")  # doctest: +SKIP
-        >>> model.predict_on_batch(pad_batch(features, [0], pad_id))["start_logits"].shape
+        >>> model.predict_on_batch(pad_batch(features, [0], pad_id, 8))["start_logits"].shape
     """
 
     def __init__(self, path: str | Path, threads: int = 0, row_by_row: bool = False) -> None:

@@ -241,7 +241,7 @@ class PretrainBatches(keras.utils.PyDataset):
         config: obj.PretrainConfig,
         batch_size: int,
         seed: int,
-        multiple: int = 8,
+        multiple: int,
         replicas: Replicas = ONE_DEVICE,
     ) -> None:
         super().__init__()

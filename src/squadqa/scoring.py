@@ -36,7 +36,7 @@ def predict_logits(
     features: Features,
     pad_id: int,
     batch_size: int,
-    multiple: int = 32,
+    multiple: int,
     replicas: int = 1,
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Start/end logits of every feature (unpadded), batched by length.
