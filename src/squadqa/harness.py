@@ -35,7 +35,7 @@ from squadqa.tokenization import QATokenizer, load_tokenizer, train_wordpiece, t
 # job script can tell "resume me" from success (0) and failure (1).
 EXIT_STOPPED = 75
 
-# --------------------------------------------------------------------------- run directory
+# ------------------------------------------------------------- precision, tokenizer, run directory
 
 
 def slow_bf16_warning() -> str | None:
