@@ -295,6 +295,12 @@ class StepCadence(keras.callbacks.Callback):
         self.seed, self.epoch, self.start = seed, epoch, start
         self.steps_per_epoch, self.every, self.stop = steps_per_epoch, every, stop
         self.on_step, self.checkpoint = on_step, checkpoint
+        self.last_step = start  # steps of the epoch done so far
+
+    @property
+    def stopped_early(self) -> bool:
+        """After `fit`: whether a stop ended the epoch before its last step."""
+        return self.last_step < self.steps_per_epoch
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
         seed_step(self.model, self.seed, self.epoch, self.start + batch)
@@ -302,6 +308,7 @@ class StepCadence(keras.callbacks.Callback):
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         step = self.start + batch + 1
         self.on_step(step, logs or {})
+        self.last_step = step
         if step == self.steps_per_epoch:
             return  # the epoch's end: the loop checkpoints (and stops) there
         if self.stop.requested or (self.every and step % self.every == 0):

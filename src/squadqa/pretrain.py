@@ -357,12 +357,10 @@ class StepLoss:
     def __init__(self, run: PretrainRun, batches: PretrainBatches, epoch: int) -> None:
         self.run, self.batches, self.epoch = run, batches, epoch
         self.batch_loss = BatchLoss()
-        self.last_step = 0
 
     def __call__(self, step: int, logs: dict) -> None:
         size = len(self.batches.order[step - 1])
         self.run.log_step(self.epoch, step, self.batch_loss(float(logs["loss"]), size))
-        self.last_step = step
 
 
 class PretrainRun:
@@ -542,8 +540,8 @@ def _epochs(
                 *extra_callbacks,
             ],
         )
-        if losses.last_step < batches.steps_per_epoch:  # stopped, checkpointed at that step
-            print(f"stopped at epoch {epoch + 1}, step {losses.last_step}: --resume continues")
+        if cadence.stopped_early:  # checkpointed at that step
+            print(f"stopped at epoch {epoch + 1}, step {cadence.last_step}: --resume continues")
             return "stopped"
         seconds = time.perf_counter() - began
         steps = batches.steps_per_epoch

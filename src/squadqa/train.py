@@ -257,7 +257,6 @@ class StepLog:
         self.grad_accum, self.tracker, self.state = max(grad_accum, 1), tracker, state
         self.batch_loss = BatchLoss()  # one per `fit` call: Keras' running mean restarts there
         self.pending: list[dict] = []  # lines not yet in steps.jsonl
-        self.last_step = 0
 
     def __call__(self, step: int, logs: dict) -> None:
         rows = len(self.batches.order[step - 1])
@@ -268,7 +267,6 @@ class StepLog:
         self.pending.append({"epoch": self.epoch + 1, "step": run_step, "loss": loss, "lr": lr})
         self.state["loss_sum"] += loss * rows
         self.state["loss_rows"] += rows
-        self.last_step = step
         self.tracker.log_step(self.pending[-1])
 
 
@@ -455,8 +453,8 @@ def _epochs(
             ],
             shuffle=False,
         )
-        if log.last_step < per_epoch:  # stopped within the epoch, checkpointed at that step
-            print(f"stopped at epoch {epoch + 1}, step {log.last_step}: --resume continues")
+        if cadence.stopped_early:  # checkpointed at that step
+            print(f"stopped at epoch {epoch + 1}, step {cadence.last_step}: --resume continues")
             return "stopped"
         train_seconds = time.perf_counter() - began
         metrics, predictions, dev_loss = evaluate_dev(
