@@ -55,11 +55,28 @@ def test_a_known_temperature_is_recovered() -> None:
     assert after < 0.03 < before
 
 
-def test_the_split_is_half_and_half_and_stable() -> None:
+def test_the_split_is_half_and_half_and_the_same_in_every_process() -> None:
+    """Half each, and not drawn from Python's per-process string hash: another process with
+    another PYTHONHASHSEED puts every question on the same side."""
+    import os
+    import subprocess
+    import sys
+
     ids = [f"q{i}" for i in range(2000)]
     share = sum(map(held_out, ids)) / len(ids)
     assert 0.45 < share < 0.55
-    assert [held_out(i) for i in ids[:50]] == [held_out(i) for i in ids[:50]]
+    script = (
+        "from squadqa.calibration import held_out\n"
+        "print(''.join('1' if held_out(f'q{i}') else '0' for i in range(2000)))"
+    )
+    there = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "PYTHONHASHSEED": "12345"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert there == "".join("1" if held_out(i) else "0" for i in ids)
 
 
 def test_calibrate_skips_questions_without_a_span_or_a_gold_answer() -> None:

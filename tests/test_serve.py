@@ -366,11 +366,9 @@ def test_requests_beyond_max_queue_get_503_at_once():
         pool = httpx.Limits(max_connections=n + 1)
         async with httpx.AsyncClient(base_url=url, timeout=60, limits=pool) as http:
 
-            async def ask(i: int) -> tuple[httpx.Response, float]:
-                started = time.perf_counter()
+            async def ask(i: int) -> httpx.Response:
                 body = {"context": CONTEXT, "question": f"Question {i}?"}
-                response = await http.post("/v1/answer", json=body)
-                return response, time.perf_counter() - started
+                return await http.post("/v1/answer", json=body)
 
             tasks = [asyncio.create_task(ask(i)) for i in range(n)]
             try:
@@ -379,24 +377,29 @@ def test_requests_beyond_max_queue_get_503_at_once():
                     await asyncio.sleep(0.01)
                 refused = [t.result() for t in tasks if t.done()]
                 assert len(refused) == n - 4, f"{len(refused)} of {n} answered while held"
-                for response, seconds in refused:
+                for response in refused:
                     assert_error(response, 503, words="4 requests are already waiting")
                     assert response.json()["error"] == "server_busy"
                     assert response.headers["retry-after"] == "1"
-                    assert seconds < 10  # generous: in practice milliseconds
                 assert (await http.get("/healthz")).json()["queue_depth"] == 4
                 assert len(model.asked) <= 4  # the refused never reached the model
             finally:
                 model.release.set()  # also after a failed check: no request stays held
             results = [await task for task in tasks]
-            statuses = sorted(response.status_code for response, _ in results)
+            statuses = sorted(response.status_code for response in results)
             assert statuses == [200] * 4 + [503] * (n - 4)
-            for i, (response, _) in enumerate(results):
+            for i, response in enumerate(results):
                 if response.status_code == 200:
                     (answer,) = response.json()["answers"]
                     assert answer["question"] == f"Question {i}?" and answer["text"] == "The "
             assert len(model.asked) == 4
-            assert (await http.get("/healthz")).json()["queue_depth"] == 0
+            # The count drops as each answered request's handler returns, just after its reply.
+            deadline = time.monotonic() + 30
+            while (depth := (await http.get("/healthz")).json()["queue_depth"]) and (
+                time.monotonic() < deadline
+            ):
+                await asyncio.sleep(0.01)
+            assert depth == 0
 
     with serve_in_thread(create_app(model, limits)) as url:
         asyncio.run(asyncio.wait_for(flood(url), timeout=120))
