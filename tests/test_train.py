@@ -175,19 +175,22 @@ def test_kill_after_a_step_checkpoint_then_resume_matches_uninterrupted(
     _assert_same_run(straight, tmp_path / "killed")
 
 
-class _SignalAt(__import__("keras").callbacks.Callback):
-    """Sends this process `signum` after a given step of a given epoch (both 0-based)."""
+def _signal_at(epoch: int, batch: int, signum: int):
+    """A callback that sends this process `signum` after a given step of a given epoch
+    (both 0-based)."""
+    import keras
 
-    def __init__(self, epoch: int, batch: int, signum: int) -> None:
-        super().__init__()
-        self.epoch, self.batch, self.signum, self.current = epoch, batch, signum, -1
+    class SignalAt(keras.callbacks.Callback):
+        current = -1
 
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self.current = epoch
+        def on_epoch_begin(self, e: int, logs: dict | None = None) -> None:
+            self.current = e
 
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        if (self.current, batch) == (self.epoch, self.batch):
-            os.kill(os.getpid(), self.signum)
+        def on_train_batch_end(self, b: int, logs: dict | None = None) -> None:
+            if (self.current, b) == (epoch, batch):
+                os.kill(os.getpid(), signum)
+
+    return SignalAt()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
@@ -202,7 +205,7 @@ def test_a_signal_stops_with_a_checkpoint_and_resume_matches_uninterrupted(
     straight, shared = straight_run
     config = load_config(None, [*_dropout_run(tmp_path, "stopped", 3), *shared])
     before = signal.getsignal(signum)
-    stopped = train(config, tmp_path, extra_callbacks=[_SignalAt(1, 4, signum)])
+    stopped = train(config, tmp_path, extra_callbacks=[_signal_at(1, 4, signum)])
     assert signal.getsignal(signum) is before  # handlers restored
     assert stopped["status"] == "stopped" and stopped["epochs_run"] == 1
     state = json.loads((tmp_path / "stopped" / rundir.CHECKPOINTS / rundir.STATE).read_text())
