@@ -39,6 +39,20 @@ def test_bad_values_name_the_key(override, message):
         load_config(None, [override])
 
 
+def test_windows_longer_than_the_position_table_fail_at_load():
+    with pytest.raises(ValueError, match=r"features.max_seq_length=600 exceeds model.max_pos"):
+        load_config(None, ["features.max_seq_length=600"])  # the default table has 512 rows
+    sinusoidal = ["model.position_embedding=sinusoidal", "model.max_position_embeddings=256"]
+    with pytest.raises(ValueError, match="max_position_embeddings=256"):
+        load_config(None, sinusoidal)  # features.max_seq_length's default is 384
+    rotary = load_config(None, ["model.position_embedding=rotary", "features.max_seq_length=600"])
+    assert rotary.features.max_seq_length == 600  # rotary positions have no table
+    short = load_config(None, ["model.max_position_embeddings=300", "features.max_seq_length=300"])
+    short.check_window_fits("pretrain.max_seq_length", 300)
+    with pytest.raises(ValueError, match=r"pretrain.max_seq_length=301 exceeds"):
+        short.check_window_fits("pretrain.max_seq_length", 301)
+
+
 def test_int_accepted_for_float():
     assert load_config(None, ["train.learning_rate=1"]).train.learning_rate == 1.0
 
@@ -82,13 +96,20 @@ def test_every_setting_has_one_default_read_from_its_dataclass():
 
 
 def test_the_cli_restates_no_config_default():
-    """No `add_argument(..., default=<literal>)` for an option that is also a config key."""
+    """No `add_argument(..., default=<literal>)` for an option that is also a config key or a
+    parameter of a function the CLI calls: the CLI reads those defaults from their modules."""
     import ast
+    import inspect
 
     import squadqa.cli
     from squadqa.config import describe_settings
+    from squadqa.evaluation import evaluate_files
+    from squadqa.export import export_onnx
+    from squadqa.inference import QAPredictor
 
     keys = {key.rsplit(".", 1)[-1] for key, _, _ in describe_settings()}
+    for function in (evaluate_files, export_onnx, QAPredictor.answer, QAPredictor.from_run_dir):
+        keys |= set(inspect.signature(function).parameters)
     tree = ast.parse(Path(squadqa.cli.__file__).read_text())
     literal_defaults = []
     for node in ast.walk(tree):

@@ -810,6 +810,36 @@ def test_hf_rows_match_file_loader() -> None:
     assert (hf.stats.articles, hf.stats.paragraphs) == (3, 74)
 
 
+def test_hf_rows_max_articles_matches_file_loader() -> None:
+    """Rows of one title form an article: the first N match load_squad's first N articles."""
+    rows = _hf_rows()
+    assert [ex.id for ex in examples_from_hf_rows(rows, "s", max_articles=1).examples] == [
+        "h0",
+        "h1",
+    ]
+    assert len(examples_from_hf_rows(rows, "s", max_articles=2).examples) == 3
+    assert examples_from_hf_rows(rows, "s", max_articles=0).examples == []
+    sd = load_squad("sample")
+    rows = [
+        {
+            "id": ex.id,
+            "title": ex.title,
+            "context": ex.context,
+            "question": ex.question,
+            "answers": {
+                "text": [a.text for a in ex.answers],
+                "answer_start": [a.answer_start for a in ex.answers],
+            },
+        }
+        for ex in sd.examples
+    ]
+    for n in (1, 2):
+        first = load_squad("sample", max_articles=n)
+        assert examples_from_hf_rows(rows, "squad/train", max_articles=n).examples == (
+            first.examples
+        )
+
+
 def test_hf_rows_v2_unanswerable() -> None:
     rows = _hf_rows()
     rows[2]["answers"] = {"text": [], "answer_start": []}
@@ -861,6 +891,8 @@ def test_load_hf_squad_with_fake_datasets(monkeypatch: pytest.MonkeyPatch) -> No
     sd = load_hf_squad(max_samples=2)
     assert calls == [("squad", "validation")]
     assert [ex.id for ex in sd.examples] == ["h0", "h1"]
+    # max_articles reaches the row converter (it was validated, then dropped): 1 title, 2 rows.
+    assert [ex.id for ex in load_hf_squad(max_articles=1).examples] == ["h0", "h1"]
 
 
 def test_load_hf_squad_without_datasets(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from squadqa.settings import setting
+from squadqa.settings import is_int, is_number, setting
 
 POSITION_EMBEDDINGS = ("learned", "sinusoidal", "rotary")
 HIDDEN_ACTS = ("gelu", "gelu_tanh", "relu")
@@ -58,7 +58,7 @@ class QAConfig:
             "type_vocab_size",
         ):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ValueError(f"QAConfig.{name} must be a positive integer, got {value!r}")
         if self.hidden_size % self.num_heads:
             raise ValueError(
@@ -86,15 +86,11 @@ class QAConfig:
                 raise ValueError(f"QAConfig.{name} must be a bool, got {getattr(self, name)!r}")
         for name in ("hidden_dropout", "attention_dropout"):
             value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not (0.0 <= value < 1.0)
-            ):
+            if not is_number(value) or not (0.0 <= value < 1.0):
                 raise ValueError(f"QAConfig.{name} must be in [0, 1), got {value!r}")
         for name in ("layer_norm_eps", "initializer_range"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            if not is_number(value) or value <= 0:
                 raise ValueError(f"QAConfig.{name} must be a positive number, got {value!r}")
         if self.hidden_act not in HIDDEN_ACTS:
             raise ValueError(

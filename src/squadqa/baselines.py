@@ -21,8 +21,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from squadqa.stopwords import STOPWORDS
+
 __all__ = [
-    "STOPWORDS",
     "first_sentence_overlap_baseline",
     "sentence_spans",
     "sliding_window_baseline",
@@ -37,19 +38,6 @@ class QAExample(Protocol):
     context: str
     question: str
 
-
-# Function words (and question words) carry no evidence about where an answer is.
-_STOPWORD_TEXT = """
-    a about above after again against all also am an and any are as at be because been before
-    being below between both but by can could did do does doing down during each few for from
-    further had has have having he her here hers herself him himself his how i if in into is it
-    its itself just me more most my myself no nor not now of off on once only or other our ours
-    ourselves out over own same she should so some such than that the their theirs them
-    themselves then there these they this those through to too under until up very was we were
-    what when where which while who whom whose why will with would you your yours yourself
-    yourselves ' 's
-"""
-STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 
 # Words, numbers with internal separators (1,000 / 3.5 / 9-11 / don't), or one punctuation mark.
 _TOKEN = re.compile(r"[$£€]?\w+(?:[-'’.,]\w+)*%?|[^\w\s]")

@@ -350,12 +350,12 @@ def _cmd_average(args: argparse.Namespace) -> int:
 
 
 def _add_runtime_argument(parser: argparse.ArgumentParser) -> None:
-    from squadqa.inference import RUNTIMES
+    from squadqa.inference import RUNTIMES, QAPredictor
 
     parser.add_argument(
         "--runtime",
         choices=list(RUNTIMES),
-        default="keras",
+        default=_default_of(QAPredictor.from_run_dir, "runtime"),
         help="keras: model.keras; onnx / onnx-int8: the files `squadqa export` writes",
     )
 
@@ -392,6 +392,13 @@ def _add_batching_arguments(parser: argparse.ArgumentParser) -> None:
     _add_setting_arguments(parser, Batching, when="with --batch-requests: ")
 
 
+def _default_of(function: Any, parameter: str) -> Any:
+    """The default of `function`'s `parameter`: the module is its one home, the CLI reads it."""
+    import inspect
+
+    return inspect.signature(function).parameters[parameter].default
+
+
 def _add_queue_argument(parser: argparse.ArgumentParser) -> None:
     """`--max-queue`, from `Limits`, whose module imports without FastAPI (so `--help` works
     without the `serve` extra)."""
@@ -419,7 +426,10 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from squadqa.features import FeatureConfig  # numpy only: no keras import for --help
+    from squadqa.evaluation import evaluate_files  # these import no keras: --help stays quick
+    from squadqa.export import export_onnx
+    from squadqa.features import FeatureConfig
+    from squadqa.inference import QAPredictor
     from squadqa.postprocess import SpanConfig
 
     features, spans = FeatureConfig(), SpanConfig()
@@ -461,7 +471,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("data", help="SQuAD v1.1/v2.0 JSON (plain or gzipped), or 'sample'")
     ev.add_argument("predictions", help="JSON object: question id -> answer text")
     ev.add_argument("--na-prob-file", help="SQuAD 2.0: id -> no-answer probability")
-    ev.add_argument("--na-prob-thresh", type=float, default=1.0)
+    ev.add_argument(
+        "--na-prob-thresh", type=float, default=_default_of(evaluate_files, "na_prob_thresh")
+    )
     ev.set_defaults(func=_cmd_evaluate)
 
     bl = sub.add_parser("baseline", help="score a non-learned baseline")
@@ -545,7 +557,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         help="a question (repeatable); without it, questions are read from stdin, one per line",
     )
-    an.add_argument("--top-k", type=int, default=3, help="ranked candidates to show")
+    an.add_argument(
+        "--top-k",
+        type=int,
+        default=_default_of(QAPredictor.answer, "top_k"),
+        help="ranked candidates to show",
+    )
     an.add_argument("--json", action="store_true", help="one JSON object per answer")
     _add_runtime_argument(an)
     an.set_defaults(func=_cmd_answer)
@@ -587,13 +604,13 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument(
         "--quantize",
         choices=["none", "int8"],
-        default="none",
+        default=_default_of(export_onnx, "quantize"),
         help="int8: also model.int8.onnx (ONNX Runtime dynamic quantisation)",
     )
     ex.add_argument(
         "--tolerance",
         type=float,
-        default=1e-4,
+        default=_default_of(export_onnx, "tolerance"),
         help="largest logit difference vs model.keras that the fp32 file may have",
     )
     ex.set_defaults(func=_cmd_export)

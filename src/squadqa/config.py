@@ -16,7 +16,7 @@ from squadqa.architecture import QAConfig
 from squadqa.features import FeatureConfig
 from squadqa.objectives import PretrainConfig
 from squadqa.postprocess import SpanConfig
-from squadqa.settings import help_of, setting
+from squadqa.settings import help_of, is_int, setting
 
 # The [model] section's keys: every QAConfig field except vocab_size (from the tokenizer).
 MODEL_FIELDS = tuple(f for f in dataclasses.fields(QAConfig) if f.name != "vocab_size")
@@ -137,6 +137,21 @@ class RunConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
+    def __post_init__(self) -> None:
+        # Checked when the config loads, not in the first forward pass after featurisation.
+        self.check_window_fits("features.max_seq_length", self.features.max_seq_length)
+
+    def check_window_fits(self, key: str, length: int) -> None:
+        """Raise unless windows of `length` tokens fit the position table (learned or
+        sinusoidal; rotary has none). `pretrain` checks its own window length with it."""
+        table = self.model.get("max_position_embeddings")
+        rotary = self.model.get("position_embedding") == "rotary"
+        if not rotary and table is not None and length > table:
+            raise ValueError(
+                f"{key}={length} exceeds model.max_position_embeddings={table} (the position "
+                "table): shorten the windows or enlarge the table"
+            )
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -202,7 +217,7 @@ def _model_section(values: Any, where: str) -> dict[str, Any]:
 def _coerce(value: Any, default: Any, where: str) -> Any:
     if default is None or isinstance(value, type(default)):
         return value
-    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(default, float) and is_int(value):
         return float(value)
     raise ValueError(f"{where} must be {type(default).__name__} (like {default!r}), got {value!r}")
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 from squadqa.rundir import write_atomic
+from squadqa.settings import is_int
 
 __all__ = [
     "OFFICIAL_FILES",
@@ -151,10 +152,6 @@ def _short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _nearest(context: str, text: str, start: int) -> int:
     """Offset of the occurrence of `text` in `context` nearest `start` (-1 when absent)."""
     best = -1
@@ -220,7 +217,7 @@ def _parse_question(
         start = ans.get("answer_start")
         if start is None:
             raise _Problem(f"{where}.answer_start", "is missing")
-        if not _is_int(start):
+        if not is_int(start):
             raise _Problem(f"{where}.answer_start", f"= {_short(start)} is not an integer")
         if start < 0:
             raise _Problem(f"{where}.answer_start", f"= {start} is negative")
@@ -643,8 +640,14 @@ def examples_from_hf_rows(
         raise ValueError(f"max_articles must be >= 0, got {max_articles}")
     v = (version or ("2.0" if "v2" in source.lower() else "1.1")).lstrip("vV")
     col = _Collector(source, strict, skip_invalid)
+    titles_seen, last_title = 0, object()  # an article is a run of rows with one title
     for n, row in enumerate(rows):
         if max_samples is not None and len(col.examples) >= max_samples:
+            break
+        title = row.get("title", "") if isinstance(row, Mapping) else None
+        if title != last_title:
+            titles_seen, last_title = titles_seen + 1, title
+        if max_articles is not None and titles_seen > max_articles:
             break
         where = f"row {n}"
         try:
@@ -711,6 +714,7 @@ def load_hf_squad(
         rows,
         f"{name}/{split}",
         max_samples=max_samples,
+        max_articles=max_articles,
         strict=strict,
         skip_invalid=skip_invalid,
     )

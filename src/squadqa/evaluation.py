@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from squadqa.settings import is_number
+
 __all__ = [
     "evaluate_files",
     "evaluate_v1",
@@ -173,10 +175,7 @@ def load_predictions(path: str | Path) -> dict[str, str]:
 
 
 def _load_na_probs(path: str | Path) -> dict[str, float]:
-    def ok(v: Any) -> bool:
-        return isinstance(v, int | float) and not isinstance(v, bool)
-
-    return _load_mapping(path, "no-answer probabilities", ok, "a number")
+    return _load_mapping(path, "no-answer probabilities", is_number, "a number")
 
 
 # --------------------------------------------------------------------------- v1.1

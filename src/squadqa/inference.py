@@ -32,7 +32,7 @@ from squadqa.features import (
 from squadqa.postprocess import Candidate, Predictions, SpanConfig, extract_answers
 from squadqa.rundir import CONFIG, MODEL, TOKENIZER, write_json
 from squadqa.scoring import padding_multiple, predict_logits
-from squadqa.settings import setting
+from squadqa.settings import is_int, setting
 from squadqa.tokenization import QATokenizer, load_tokenizer
 
 # What `QAPredictor.from_run_dir(runtime=...)` loads from the run directory.
@@ -104,7 +104,7 @@ class Batching:
 
     def __post_init__(self) -> None:
         value = self.max_batch_windows
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if not is_int(value) or value < 1:
             raise ValueError(f"Batching.max_batch_windows={value!r} must be a positive integer")
         if not self.max_wait_ms >= 0:
             raise ValueError(f"Batching.max_wait_ms={self.max_wait_ms!r} must be >= 0")

@@ -28,76 +28,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from squadqa.settings import setting
+from squadqa.stopwords import STOPWORDS
 from squadqa.tokenization import SPECIAL_TOKENS, QATokenizer
 
 OBJECTIVES = ("mlm", "electra", "span")
-# Words that recur in every text; a recurring span made only of these is not a question.
-STOPWORDS = frozenset(
-    (
-        "a",
-        "an",
-        "the",
-        "of",
-        "in",
-        "on",
-        "at",
-        "to",
-        "for",
-        "from",
-        "by",
-        "with",
-        "as",
-        "and",
-        "or",
-        "but",
-        "is",
-        "are",
-        "was",
-        "were",
-        "be",
-        "been",
-        "being",
-        "it",
-        "its",
-        "this",
-        "that",
-        "these",
-        "those",
-        "he",
-        "she",
-        "they",
-        "we",
-        "you",
-        "i",
-        "his",
-        "her",
-        "their",
-        "our",
-        "your",
-        "which",
-        "who",
-        "whom",
-        "what",
-        "when",
-        "where",
-        "why",
-        "how",
-        "not",
-        "no",
-        "than",
-        "then",
-        "there",
-        "here",
-        "also",
-        "has",
-        "have",
-        "had",
-        "do",
-        "does",
-        "did",
-        "s",
-    )
-)
 
 
 @dataclass(frozen=True)

@@ -439,6 +439,7 @@ def pretrain(
     """Pretrain as configured; returns the final status. Writes everything to runs_dir/name."""
     if config.train.init != "scratch":
         raise ValueError(f"pretraining starts from scratch; train.init={config.train.init!r}")
+    config.check_window_fits("pretrain.max_seq_length", config.pretrain.max_seq_length)
     join_processes()
     config, run_dir = open_run_dir(config, runs_dir, resume)
     t, p = config.train, config.pretrain

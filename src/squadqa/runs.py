@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from squadqa import rundir
+from squadqa.settings import is_int, is_number
 
 __all__ = [
     "SORT_KEYS",
@@ -106,7 +107,7 @@ def read_metrics(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
         except json.JSONDecodeError as err:
             problems.append(f"{path.name} line {lineno}: invalid JSON: {err.msg}")
             continue
-        if not isinstance(record, dict) or not _is_int(record.get("epoch")):
+        if not isinstance(record, dict) or not is_int(record.get("epoch")):
             problems.append(f"{path.name} line {lineno}: not an epoch record")
             continue
         records.append(record)
@@ -517,12 +518,8 @@ def runs_command(runs_dir: str, sort: str = "f1", fmt: str = "md") -> int:
 # --------------------------------------------------------------------------- helpers
 
 
-def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
 def _int_or_none(x: Any) -> int | None:
-    if _is_int(x):
+    if is_int(x):
         return int(x)
     if isinstance(x, float) and x.is_integer():
         return int(x)
@@ -530,7 +527,7 @@ def _int_or_none(x: Any) -> int | None:
 
 
 def _float_or_none(x: Any) -> float | None:
-    if isinstance(x, int | float) and not isinstance(x, bool):
+    if is_number(x):
         return float(x)
     return None
 

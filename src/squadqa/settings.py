@@ -19,3 +19,13 @@ def setting(default: Any, help: str) -> Any:
 
 def help_of(field: dataclasses.Field) -> str:
     return field.metadata.get("help", "")
+
+
+def is_int(value: Any) -> bool:
+    """An int that is not a bool: TOML and JSON `true` arrive as Python's int subclass."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """An int or float that is not a bool (see `is_int`)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
