@@ -1,4 +1,4 @@
-"""SQuAD v1.1 / v2.0 data: read, validate, repair, write and download.
+"""SQuAD v1.1 / v2.0 data: read, validate, repair and write (downloads: `squadqa.download`).
 
 Everything downstream (features, evaluation, training) trusts that an `Example`'s answers are
 exact substrings of its context at their `answer_start`. This module is the one place that
@@ -9,10 +9,8 @@ label error. Official files are read unchanged, plain or gzipped.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import os
-import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,16 +20,12 @@ from squadqa.rundir import write_atomic
 from squadqa.settings import is_int
 
 __all__ = [
-    "OFFICIAL_FILES",
     "Answer",
     "DataStats",
-    "DownloadError",
     "Example",
-    "OfficialFile",
     "SquadData",
     "SquadFormatError",
     "default_cache_dir",
-    "download_squad",
     "examples_from_hf_rows",
     "gold_answers",
     "load_hf_squad",
@@ -45,10 +39,6 @@ _GZIP_MAGIC = b"\x1f\x8b"
 
 class SquadFormatError(ValueError):
     """A SQuAD file or record is malformed; the message names file, article, question and field."""
-
-
-class DownloadError(RuntimeError):
-    """An official SQuAD download failed verification (size or SHA-256)."""
 
 
 @dataclass(frozen=True)
@@ -121,6 +111,12 @@ class SquadData:
     def summary(self) -> str:
         """Same as `stats.summary()`."""
         return self.stats.summary()
+
+
+def default_cache_dir() -> Path:
+    """`$SQUADQA_CACHE`, else `~/.cache/squadqa`."""
+    env = os.environ.get("SQUADQA_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "squadqa"
 
 
 def sample_path() -> Path:
@@ -504,117 +500,6 @@ def write_squad(
 
 
 # --------------------------------------------------------------------------------------------
-# Official downloads
-
-
-@dataclass(frozen=True)
-class OfficialFile:
-    """Where an official file lives and how to recognise it (None = not known here)."""
-
-    url: str
-    size: int | None
-    sha256: str | None
-
-    @property
-    def filename(self) -> str:
-        return self.url.rsplit("/", 1)[-1]
-
-
-_BASE_URL = "https://rajpurkar.github.io/SQuAD-explorer/dataset/"
-
-# Sizes and SHA-256 of the official files as recorded by TensorFlow Datasets
-# (tensorflow_datasets/datasets/squad/checksums.tsv), not computed here.
-OFFICIAL_FILES: dict[tuple[str, str], OfficialFile] = {
-    ("train", "1.1"): OfficialFile(
-        _BASE_URL + "train-v1.1.json",
-        30288272,
-        "3527663986b8295af4f7fcdff1ba1ff3f72d07d61a20f487cb238a6ef92fd955",
-    ),
-    ("dev", "1.1"): OfficialFile(
-        _BASE_URL + "dev-v1.1.json",
-        4854279,
-        "95aa6a52d5d6a735563366753ca50492a658031da74f301ac5238b03966972c9",
-    ),
-    ("train", "2.0"): OfficialFile(
-        _BASE_URL + "train-v2.0.json",
-        42123633,
-        "68dcfbb971bd3e96d5b46c7177b16c1a4e7d4bdef19fb204502738552dede002",
-    ),
-    ("dev", "2.0"): OfficialFile(
-        _BASE_URL + "dev-v2.0.json",
-        4370528,
-        "80a5225e94905956a6446d296ca1093975c4d3b3260f1d6c8f68bc2ab77182d8",
-    ),
-}
-
-
-def default_cache_dir() -> Path:
-    """`$SQUADQA_CACHE`, else `~/.cache/squadqa`."""
-    env = os.environ.get("SQUADQA_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "squadqa"
-
-
-def _file_digest(path: Path) -> tuple[int, str]:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return path.stat().st_size, h.hexdigest()
-
-
-def _mismatch(spec: OfficialFile, size: int, sha: str) -> str | None:
-    """Why a file of this size/digest is not the official one (None when it matches)."""
-    if spec.size is not None and size != spec.size:
-        return f"size {size} bytes, expected {spec.size}"
-    if spec.sha256 is not None and sha != spec.sha256:
-        return f"SHA-256 {sha}, expected {spec.sha256}"
-    return None
-
-
-def download_squad(
-    split: Literal["train", "dev"],
-    version: Literal["1.1", "2.0"] = "1.1",
-    cache_dir: str | os.PathLike[str] | None = None,
-    *,
-    timeout: float = 60.0,
-) -> Path:
-    """Path of an official SQuAD file in the cache, downloaded (network) only if missing or bad.
-
-    The download goes to a temporary file in the cache folder, is checked against the known
-    size and SHA-256 and only then renamed into place; on a mismatch it is deleted and
-    `DownloadError` raised. Where no checksum is known, the file must parse as SQuAD instead.
-    """
-    key = (split, version.lstrip("vV"))
-    if key not in OFFICIAL_FILES:
-        raise ValueError(
-            f"no official SQuAD file for split={split!r} version={version!r}; "
-            f"choose from {sorted(OFFICIAL_FILES)}"
-        )
-    spec = OFFICIAL_FILES[key]
-    folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    target = folder / spec.filename
-    if target.is_file() and _mismatch(spec, *_file_digest(target)) is None:
-        return target
-
-    def fetch(tmp: Path) -> None:
-        h = hashlib.sha256()
-        size = 0
-        with open(tmp, "wb") as out, urllib.request.urlopen(spec.url, timeout=timeout) as r:
-            while chunk := r.read(1 << 20):
-                h.update(chunk)
-                out.write(chunk)
-                size += len(chunk)
-        why = _mismatch(spec, size, h.hexdigest())
-        if why is not None:
-            raise DownloadError(f"{spec.url}: downloaded file has {why}; deleted it")
-        if spec.sha256 is None:
-            load_squad(tmp)  # no checksum known: at least it must be a valid SQuAD file
-
-    write_atomic(target, fetch)
-    return target
-
-
-# --------------------------------------------------------------------------------------------
 # Hugging Face `datasets`
 
 
@@ -707,7 +592,7 @@ def load_hf_squad(
     except ImportError as e:
         raise ImportError(
             "load_hf_squad needs the optional 'datasets' package: pip install 'squadqa[hf]' "
-            "(or use load_squad / download_squad with the official JSON files)"
+            "(or use load_squad / squadqa.download.download_squad with the official JSON files)"
         ) from e
     rows = datasets.load_dataset(name, split=split)
     return examples_from_hf_rows(
