@@ -1,8 +1,8 @@
 """The official SQuAD files: where they live, how to recognise them, and a verified download.
 
-The only module of squadqa that reaches the network, and only when asked to; nothing else
-imports it. Files land in the data cache (`squadqa.data.default_cache_dir`) and are read
-with `squadqa.data.load_squad` like any other path.
+squadqa's own download, only when asked for (`squadqa.data.load_hf_squad` leaves the fetching
+to Hugging Face `datasets`). Files land in the data cache (`squadqa.data.default_cache_dir`)
+and are read with `squadqa.data.load_squad` like any other path.
 """
 
 from __future__ import annotations
