@@ -60,9 +60,11 @@ def test_api_conforms_to_its_schema(case) -> None:
 
 
 def test_the_generated_requests_reached_both_outcomes() -> None:
-    """Not a vacuous run: answers and refusals were both exercised (runs after the one above)."""
+    """Not a vacuous run: answers (and explanations) and refusals were both exercised (runs
+    after the one above)."""
     if not SEEN:  # e.g. `-k` selected this test alone: there is no run to check
         pytest.skip("the schema test did not run in this session")
     assert 200 in SEEN.get("GET /healthz", set()), SEEN
-    answer = SEEN.get("POST /v1/answer", set())
-    assert 200 in answer and 422 in answer, SEEN
+    for operation in ("POST /v1/answer", "POST /v1/explain"):
+        seen = SEEN.get(operation, set())
+        assert 200 in seen and 422 in seen, SEEN

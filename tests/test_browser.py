@@ -188,3 +188,106 @@ def test_no_answer_is_shown_with_the_best_spans(driver, predictor):
         mark = driver.find_element(By.CSS_SELECTOR, "#highlighted mark")
         assert mark.get_attribute("textContent") == expected["alternatives"][0]["text"]
         driver.save_screenshot(str(ARTIFACTS / "browser-no-answer.png"))
+
+
+def api_explain(url: str, context: str, question: str) -> dict:
+    request = urllib.request.Request(
+        f"{url}/v1/explain",
+        data=json.dumps({"context": context, "question": question}).encode(),
+        headers={"content-type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+
+
+def shaded_values(driver, box_id: str) -> list[tuple[str, float]]:
+    """(text, value) of each shaded token span of a panel box, in order."""
+    from selenium.webdriver.common.by import By
+
+    spans = driver.find_elements(By.CSS_SELECTOR, f"#{box_id} span.tok")
+    return [(s.get_attribute("textContent"), float(s.get_attribute("data-value"))) for s in spans]
+
+
+def expected_shading(explanation: dict, value_of) -> list[tuple[str, float]]:
+    """What the panel should shade, from the API's answer: each context token's text (tokens
+    sharing characters merged, values summed), in order."""
+    context, shading, position = explanation["context"], [], 0
+    for i, token in enumerate(explanation["tokens"]):
+        if token["segment"] != "context":
+            continue
+        if shading and token["start"] < position:
+            shading[-1] = (shading[-1][0], shading[-1][1] + value_of(i))
+            continue
+        shading.append((context[token["start"] : token["end"]], value_of(i)))
+        position = token["end"]
+    return shading
+
+
+def test_why_this_answer_panel(driver, server_url):
+    """Ask, open the panel: the context shaded by the start and end attributions the API gives,
+    and a layer/head picker that reshades it by that head's attention."""
+    import numpy as np
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    from squadqa.data import load_squad, sample_path
+
+    example = load_squad(sample_path()).examples[3]
+    context, question = example.context, example.question
+    driver.get(server_url + "/")
+    assert not driver.find_element(By.ID, "explain-panel").is_displayed()
+    driver.execute_script("document.getElementById('context').value = arguments[0];", context)
+    driver.find_element(By.ID, "question").send_keys(question)
+    driver.find_element(By.ID, "ask").click()
+    WebDriverWait(driver, 60).until(
+        lambda d: d.find_element(By.ID, "result").get_attribute("data-done")
+    )
+    driver.find_element(By.ID, "explain-button").click()
+    WebDriverWait(driver, 120).until(
+        lambda d: (
+            d.find_element(By.ID, "explain-panel").get_attribute("data-done")
+            or d.find_element(By.ID, "error").is_displayed()
+        )
+    )
+    error = driver.find_element(By.ID, "error")
+    assert not error.is_displayed(), error.text
+    assert driver.find_element(By.ID, "explain-panel").is_displayed()
+
+    expected = api_explain(server_url, context, question)
+    for target in ("start", "end"):
+        box = f"attr-{target}"
+        assert driver.find_element(By.ID, box).get_attribute("textContent") == context
+        got = shaded_values(driver, box)
+        want = expected_shading(expected, lambda i, t=target: expected["attributions"][t][i])
+        assert [text for text, _ in got] == [text for text, _ in want]
+        np.testing.assert_allclose([v for _, v in got], [v for _, v in want], rtol=1e-6)
+        # The strongest token is shaded fully, and it is shaded (not white).
+        spans = driver.find_elements(By.CSS_SELECTOR, f"#{box} span.tok")
+        strongest = max(range(len(want)), key=lambda k: abs(want[k][1]))
+        assert spans[strongest].get_attribute("data-weight") == "1.000"
+        assert spans[strongest].value_of_css_property("background-color") not in (
+            "rgba(0, 0, 0, 0)",
+            "rgb(255, 255, 255)",
+        )
+    outlined = driver.find_elements(By.CSS_SELECTOR, "#attr-start .in-answer")
+    assert "".join(s.get_attribute("textContent") for s in outlined).replace(" ", "") == (
+        expected["span"]["text"].replace(" ", "")
+    )
+    assert "start logit within" in driver.find_element(By.ID, "explain-meta").text
+
+    # The attention picker: layer 1, head 2, from the question's tokens.
+    attention = expected["attention"]
+    Select(driver.find_element(By.ID, "attn-layer")).select_by_visible_text("1")
+    Select(driver.find_element(By.ID, "attn-head")).select_by_visible_text("2")
+    Select(driver.find_element(By.ID, "attn-from")).select_by_value("question")
+    rows = np.asarray(attention["question_to_context"][0][1]).mean(axis=0)
+    by_position = dict(zip(attention["context_columns"], rows, strict=True))
+    want = expected_shading(expected, lambda i: by_position.get(i, 0.0))
+    got = shaded_values(driver, "attn-context")
+    assert driver.find_element(By.ID, "attn-context").get_attribute("textContent") == context
+    np.testing.assert_allclose([v for _, v in got], [v for _, v in want], rtol=1e-6, atol=1e-9)
+    summary = driver.find_element(By.ID, "head-summary").text
+    assert f"{100 * attention['heads_summary']['sep'][0][1]:.1f}%" in summary
+    panel = driver.find_element(By.ID, "explain-panel")
+    driver.execute_script("arguments[0].scrollIntoView();", panel)
+    driver.save_screenshot(str(ARTIFACTS / "browser-explain.png"))

@@ -15,9 +15,11 @@ from squadqa import rundir
 from squadqa.calibration import (
     brier_score,
     calibrate,
+    calibrate_run,
     expected_calibration_error,
     fit_temperature,
     held_out,
+    reliability_bins,
     top_probability,
 )
 
@@ -113,3 +115,173 @@ def test_a_calibrated_run_serves_probabilities_at_its_temperature(
     by_hand /= by_hand.sum()
     assert [c["probability"] for c in answer["alternatives"]] == pytest.approx(by_hand.tolist())
     assert answer["probability"] == pytest.approx(by_hand[0])
+
+
+def bins_by_hand(confidences: list[float], outcomes: list[bool]) -> list[tuple]:
+    """(count, mean confidence, accuracy) of each bin (k/10, (k+1)/10], 0 in the first: a plain
+    loop over the intervals, not the index arithmetic of `reliability_bins`."""
+    rows = []
+    for k in range(10):
+        low, high = k / 10, (k + 1) / 10
+        members = [
+            (c, y)
+            for c, y in zip(confidences, outcomes, strict=True)
+            if low < c <= high or (k == 0 and c == 0)
+        ]
+        if not members:
+            rows.append((0, None, None))
+            continue
+        rows.append(
+            (
+                len(members),
+                sum(c for c, _ in members) / len(members),
+                sum(y for _, y in members) / len(members),
+            )
+        )
+    return rows
+
+
+def as_tuples(bins: list[dict]) -> list[tuple]:
+    return [(b["count"], b["confidence"], b["accuracy"]) for b in bins]
+
+
+def share_by_hand(scores: list[float], index: int, t: float) -> float:
+    top = max(scores)
+    weights = [math.exp((s - top) / t) for s in scores]
+    return weights[index] / sum(weights)
+
+
+def test_reliability_bins_hand_computed() -> None:
+    bins = reliability_bins([0.05, 0.15, 0.95, 0.95, 0.1, 0.0], [0, 1, 1, 0, 1, 1])
+    assert [(b["low"], b["high"]) for b in bins] == pytest.approx(
+        [(k / 10, (k + 1) / 10) for k in range(10)]
+    )
+    # 0.05, 0.1 (an upper edge belongs to its bin) and 0 (the first bin) share bin 0.
+    assert bins[0]["count"] == 3
+    assert bins[0]["confidence"] == pytest.approx(0.05)
+    assert bins[0]["accuracy"] == pytest.approx(2 / 3)
+    assert (bins[1]["count"], bins[1]["accuracy"]) == (1, 1.0)
+    assert bins[1]["confidence"] == pytest.approx(0.15)
+    assert (bins[9]["count"], bins[9]["accuracy"]) == (2, 0.5)
+    assert all(b["count"] == 0 and b["confidence"] is None for b in bins[2:9])
+
+
+def check_bins(record: dict, scores: list, outcomes: list, probability) -> None:
+    """calibration.json's held-out bins and numbers against a plain recomputation."""
+    for when, t in (("before", 1.0), ("after", record["temperature"])):
+        conf = [probability(s, t) for s in scores]
+        got = as_tuples(record["reliability"][when])
+        want = bins_by_hand(conf, outcomes)
+        assert [g[0] for g in got] == [w[0] for w in want], when
+        for g, w in zip(got, want, strict=True):
+            if w[0]:
+                assert g[1:] == pytest.approx(w[1:]), when
+        n = len(conf)
+        ece = sum(c / n * abs(a - m) for c, m, a in want if c)
+        assert record[f"ece_{when}"] == pytest.approx(ece)
+        brier = sum((c - y) ** 2 for c, y in zip(conf, outcomes, strict=True)) / n
+        assert record[f"brier_{when}"] == pytest.approx(brier)
+
+
+def test_calibration_json_bins_recomputed_by_hand(tiny_run: Path, tmp_path: Path) -> None:
+    from squadqa.config import load_config
+    from squadqa.data import gold_answers
+    from squadqa.evaluation import exact_match_score
+    from squadqa.scoring import load_dev
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    calibrate_run(run_dir)
+    record = json.loads((run_dir / rundir.CALIBRATION).read_text())
+    assert "no_answer" not in record  # SQuAD v1.1: every question has an answer
+    nbest = json.loads((run_dir / rundir.NBEST).read_text())
+    gold = gold_answers(load_dev(load_config(run_dir / rundir.CONFIG)).examples)
+    held = [q for q in nbest if held_out(q) and nbest[q]]
+    scores = [[c["score"] for c in nbest[q]] for q in held]
+    right = [any(exact_match_score(nbest[q][0]["text"], g) for g in gold[q]) for q in held]
+    assert record["held_out_questions"] == len(held) and sum(right) > 0
+    check_bins(record, scores, right, lambda s, t: share_by_hand(s, 0, t))
+
+
+def test_a_known_no_answer_temperature_is_recovered() -> None:
+    """ "No answer" drawn with its share of the softmax at T = 2.5 among the null score (less
+    the threshold) and the spans: the fitted no-answer temperature recovers 2.5."""
+    rng = np.random.default_rng(1)
+    threshold = 1.5
+    nbest, gold, null_odds = {}, {}, {}
+    for i in range(3000):
+        spans = sorted(rng.normal(0.0, 3.0, size=5), reverse=True)
+        null = rng.normal(0.0, 3.0)  # the no-answer candidate's score, threshold included
+        qid = f"q{i}"
+        nbest[qid] = [{"text": f"s{j}", "score": float(s)} for j, s in enumerate(spans)]
+        null_odds[qid] = float(null - spans[0] + threshold)
+        unanswerable = rng.random() < share_by_hand([null, *spans], 0, 2.5)
+        gold[qid] = [] if unanswerable else ["s0" if rng.random() < 0.5 else "s1"]
+    record = calibrate(nbest, gold, null_odds, threshold)["no_answer"]
+    assert record["temperature"] == pytest.approx(2.5, rel=0.1)
+    assert record["null_threshold"] == threshold
+    assert record["fit_questions"] + record["held_out_questions"] == 3000
+    assert record["ece_after"] < 0.03 < record["ece_before"]
+
+
+@pytest.fixture(scope="module")
+def squad2_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny SQuAD 2.0 run (every third question unanswerable), as tests/test_squad2.py makes."""
+    from conftest import TINY_TRAINING
+    from test_squad2 import write_v2_sample
+
+    from squadqa.config import load_config
+    from squadqa.train import train
+
+    root = tmp_path_factory.mktemp("squad2-calibration")
+    data = write_v2_sample(root / "squad2-sample.json.gz")
+    overrides = [f"data.train={data}", f"data.dev={data}", "data.max_dev_samples=60"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SQUADQA_CACHE", str(root / "cache"))
+        config = load_config(
+            None,
+            [*TINY_TRAINING, *overrides, "postprocess.version_2=true", "name=q2", "train.epochs=1"],
+        )
+        train(config, root)
+    return root / "q2"
+
+
+def test_a_squad2_run_calibrates_no_answer(squad2_run: Path) -> None:
+    """On a SQuAD 2.0 run `calibrate` also fits "no answer": its held-out bins and numbers
+    recomputed from null_odds.json, the n-best lists and the served threshold."""
+    from squadqa.cli import main
+    from squadqa.evaluation import load_dataset_json
+
+    assert main(["calibrate", str(squad2_run)]) == 0
+    record = json.loads((squad2_run / rundir.CALIBRATION).read_text())["no_answer"]
+    nbest = json.loads((squad2_run / rundir.NBEST).read_text())
+    odds = json.loads((squad2_run / rundir.NULL_ODDS).read_text())
+    threshold = json.loads((squad2_run / rundir.EVAL).read_text())["best_f1_thresh"]
+    assert record["null_threshold"] == pytest.approx(threshold)
+    dev = load_dataset_json(squad2_run.parent / "squad2-sample.json.gz")
+    unanswerable = {
+        qa["id"]: qa["is_impossible"]
+        for article in dev["data"]
+        for paragraph in article["paragraphs"]
+        for qa in paragraph["qas"]
+    }
+    held = [q for q in nbest if held_out(q) and nbest[q]]
+    assert record["held_out_questions"] == len(held)
+    # "No answer" first: the null score (best span + null odds) less the threshold, then spans.
+    scores = [
+        [nbest[q][0]["score"] + odds[q] - threshold, *(c["score"] for c in nbest[q])] for q in held
+    ]
+    outcomes = [unanswerable[q] for q in held]
+    assert 0 < sum(outcomes) < len(outcomes)
+    check_bins(record, scores, outcomes, lambda s, t: share_by_hand(s, 0, t))
+    # The top answer's calibration is there as before, on the answerable questions only.
+    top = json.loads((squad2_run / rundir.CALIBRATION).read_text())
+    assert top["fit_questions"] + top["held_out_questions"] < len(nbest)
+
+
+def test_calibrate_names_a_question_missing_from_the_dev_data_or_the_null_odds() -> None:
+    nbest = {"q1": [{"text": "a", "score": 1.0}]}
+    with pytest.raises(ValueError, match=r"nbest_predictions.json: question 'q1' is not in"):
+        calibrate(nbest, {})
+    with pytest.raises(ValueError, match=r"null_odds.json: no entry for question 'q1'"):
+        calibrate(nbest, {"q1": ["a"]}, {})

@@ -459,3 +459,57 @@ def sample_dev(tmp_path: Path) -> Path:
     path = tmp_path / "other-dev.json"
     path.write_text(json.dumps(data))
     return path
+
+
+def calibrated(ece_before: float, after_bin: int, bins: bool = True) -> dict[str, Any]:
+    """A calibration record of 12 held-out questions, half right: all in the bin (0.8, 0.9]
+    at mean confidence 0.85 before, all in bin `after_bin` at 0.55 after."""
+
+    def one_bin(k: int, confidence: float) -> list[dict[str, Any]]:
+        return [
+            {"low": j / 10, "high": (j + 1) / 10, "count": 12 if j == k else 0,
+             "confidence": confidence if j == k else None, "accuracy": 0.5 if j == k else None}
+            for j in range(10)
+        ]  # fmt: skip
+
+    record = {
+        "temperature": 1.5, "fit_questions": 10, "held_out_questions": 12,
+        "held_out_accuracy": 0.5, "ece_bins": 10, "ece_before": ece_before,
+        "ece_after": 0.0125, "brier_before": 0.2, "brier_after": 0.15,
+        "mean_confidence_before": 0.85, "mean_confidence_after": 0.55,
+    }  # fmt: skip
+    if bins:
+        record["reliability"] = {"before": one_bin(8, 0.85), "after": one_bin(after_bin, 0.55)}
+    return record
+
+
+def test_report_draws_the_reliability_diagram_with_ece_and_brier(
+    two_runs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    import shutil
+
+    run = tmp_path / "base"
+    shutil.copytree(two_runs[0], run)
+    record = {**calibrated(0.35, 5), "no_answer": calibrated(0.3, 4)}
+    (run / "calibration.json").write_text(json.dumps(record))
+    text = write_report([run]).read_text()
+    data = (run / "reliability.png").read_bytes()
+    assert data.startswith(PNG_MAGIC) and len(data) > 5000
+    assert "reliability" in report_figures([run])
+    assert "![Reliability diagram, held-out dev questions](reliability.png)" in text
+    row = "| 10 | 12 | 1.500 | {} | 0.0125 | 0.2000 | 0.1500 | 0.850 -> 0.550 | 0.500 |"
+    assert "| top answer exactly right " + row.format("0.3500") in text
+    assert '| "no answer" right ' + row.format("0.3000") in text
+    assert text.count("| (0.8, 0.9] | 12 | 0.850 | 0.500 | 0 | - | - |") == 2
+    assert "| (0.5, 0.6] | 0 | - | - | 12 | 0.550 | 0.500 |" in text  # the top answer's
+    assert "| (0.4, 0.5] | 0 | - | - | 12 | 0.550 | 0.500 |" in text  # "no answer"'s
+
+    # Without the bins (an older calibration.json): the numbers, no diagram, and what to run.
+    (run / "calibration.json").write_text(json.dumps(calibrated(0.35, 5, bins=False)))
+    text = write_report([run]).read_text()
+    assert "| top answer exactly right " + row.format("0.3500") in text
+    assert "reliability.png" not in text and not (run / "reliability.png").exists()
+    assert f"rerun `squadqa calibrate {run}`" in text
+
+    (run / "calibration.json").unlink()
+    assert f"Not calibrated: `squadqa calibrate {run}` fits it." in write_report([run]).read_text()

@@ -522,3 +522,107 @@ def test_deeply_nested_json_is_a_json_400_on_the_real_server(predictor):
         payload = json.loads(response.read())
     assert response.status == 400, payload
     assert payload["error"] == "bad_request" and "JSON" in payload["message"]
+
+
+# --------------------------------------------------------------------------- explanations
+
+
+def test_explain_explains_the_answer(client, predictor):
+    question = "Who is it named after?"
+    response = client.post(
+        "/v1/explain", json={"context": CONTEXT, "question": question, "steps": 16}
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    expected = predictor.answer(CONTEXT, [question], top_k=3)[0]
+    assert body["answer"] == expected and body["model"] == "tiny-qa"
+    span = body["span"]
+    assert (span["text"], span["start"], span["end"]) == (
+        expected["text"],
+        expected["start"],
+        expected["end"],
+    )
+    n = body["window"]["length"]
+    assert len(body["tokens"]) == n
+    assert len(body["attributions"]["start"]) == len(body["attributions"]["end"]) == n
+    assert body["integrated_gradients"] == {"steps": 16, "method": "trapezoid", "baseline": "pad"}
+    for completeness in body["completeness"].values():
+        assert completeness["relative_gap"] < 0.05, completeness
+    attention = body["attention"]
+    rows = attention["question_to_context"]
+    assert len(rows) == attention["layers"] and len(rows[0]) == attention["heads"]
+    assert len(rows[0][0]) == len(attention["question_rows"])
+    assert len(rows[0][0][0]) == len(attention["context_columns"])
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "words"),
+    [
+        ({"question": "Who?"}, "context", "required"),
+        ({"context": CONTEXT}, "question", "required"),
+        ({"context": CONTEXT, "question": "   "}, "question", "whitespace"),
+        ({"context": CONTEXT, "question": 7}, "question", "string"),
+        ({"context": "word " * 400, "question": "Who?"}, "context", "limit is 1500"),
+        ({"context": CONTEXT, "question": "why " * 60}, "question", "limit is 200"),
+        ({"context": CONTEXT, "question": "Who?", "steps": 129}, "steps", "limit is 128"),
+        (
+            {"context": CONTEXT, "question": "Who?", "steps": 1, "method": "trapezoid"},
+            "steps",
+            "steps >= 2",
+        ),
+        ({"context": CONTEXT, "question": "Who?", "steps": 0}, "steps", "greater than"),
+        ({"context": CONTEXT, "question": "Who?", "steps": "8"}, "steps", "integer"),
+        ({"context": CONTEXT, "question": "Who?", "baseline": "mask"}, "baseline", "'zeros'"),
+        ({"context": CONTEXT, "question": "Who?", "method": "simpson"}, "method", "riemann"),
+        ({"context": CONTEXT, "question": "Who?", "top_k": 3}, "top_k", "steps, baseline"),
+    ],
+)
+def test_explain_validates_like_answer(client, body, field, words):
+    assert_error(client.post("/v1/explain", json=body), 422, field, words)
+
+
+def test_explain_without_a_keras_model_is_501():
+    with TestClient(create_app(FakePredictor(), LIMITS)) as fake:
+        response = fake.post("/v1/explain", json={"context": CONTEXT, "question": "Who?"})
+        assert_error(response, 501, words="--runtime keras")
+        # Validation comes first: a bad request is still a 422.
+        assert_error(fake.post("/v1/explain", json={"context": CONTEXT}), 422, "question")
+
+
+def test_explanations_and_answers_share_max_queue():
+    """One explanation held in the model fills `max_queue` 1: an answer is refused, and so is
+    a second explanation."""
+
+    class HeldExplainer:
+        def __init__(self) -> None:
+            self.release, self.started = threading.Event(), threading.Event()
+
+        def explain(self, *args: object) -> dict:
+            self.started.set()
+            assert self.release.wait(60), "the test never released the explainer"
+            raise ValueError("not needed: the test only counts requests")
+
+    explainer = HeldExplainer()
+    app = create_app(FakePredictor(), dataclasses.replace(LIMITS, max_queue=1), explainer)
+    with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        body = {"context": CONTEXT, "question": "Who?"}
+        first = threading.Thread(target=http.post, args=("/v1/explain",), kwargs={"json": body})
+        first.start()
+        try:
+            assert explainer.started.wait(30)
+            assert_error(http.post("/v1/answer", json=body), 503, words="already waiting")
+            assert_error(http.post("/v1/explain", json=body), 503, words="already waiting")
+        finally:
+            explainer.release.set()
+            first.join(60)
+
+
+def test_openapi_documents_explain_with_its_limits(client):
+    spec = client.get("/openapi.json").json()
+    responses = spec["paths"]["/v1/explain"]["post"]["responses"]
+    for code in ("200", "400", "413", "415", "422", "501", "503"):
+        assert code in responses, code
+    fields = spec["components"]["schemas"]["ExplainRequest"]["properties"]
+    assert fields["context"]["maxLength"] == 1500 and fields["question"]["maxLength"] == 200
+    assert fields["steps"]["maximum"] == 128 and fields["steps"]["minimum"] == 1
+    assert set(fields["baseline"]["enum"]) == {"pad", "zeros"}

@@ -9,16 +9,24 @@ maximum likelihood on half the dev questions, and judged on the other half: expe
 error (ECE, equal-width bins) and Brier score, before (T = 1) and after. Ranking and answers do
 not change, only probabilities.
 
-Everything is read from the run directory (`nbest_predictions.json` of the best epoch, the dev
-split of `config.toml`): no model is run. The result is `calibration.json`, whose temperature
-`QAPredictor.from_run_dir` applies in `answer`, `predict` and `serve`.
+`calibration.json` also keeps the held-out reliability bins before and after (per confidence bin:
+its questions, their mean confidence and their accuracy), what `squadqa report` draws. For SQuAD
+2.0 runs a second temperature is fitted the same way for the probability that "no answer" is
+right (`no_answer`): "no answer" is one more candidate beside the n-best spans, scored by its null
+score minus the run's null threshold (so it is the top candidate exactly when the run answers
+"no answer"), and its softmax share at the temperature is judged against the question being
+unanswerable, on every question with a span.
+
+Everything is read from the run directory (`nbest_predictions.json` and `null_odds.json` of the
+best epoch, the dev split of `config.toml`): no model is run. The result is `calibration.json`,
+whose temperature `QAPredictor.from_run_dir` applies in `answer`, `predict` and `serve`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,53 +46,100 @@ def top_probability(scores: np.ndarray, temperature: float) -> float:
     return float(1.0 / np.exp(z).sum())
 
 
-def _nll(score_lists: Sequence[np.ndarray], correct: np.ndarray, temperature: float) -> float:
-    p = np.array([top_probability(s, temperature) for s in score_lists])
+def first_probability(scores: np.ndarray, temperature: float) -> float:
+    """The softmax probability of the first candidate at `temperature` (for "no answer", which
+    stands first however it ranks)."""
+    z = np.asarray(scores, dtype=np.float64) / temperature
+    z = z - z.max()
+    return float(np.exp(z[0]) / np.exp(z).sum())
+
+
+# A candidate list and a temperature -> the probability judged (top_probability, first_probability)
+Probability = Callable[[np.ndarray, float], float]
+
+
+def _nll(
+    score_lists: Sequence[np.ndarray], correct: np.ndarray, temperature: float, prob: Probability
+) -> float:
+    p = np.array([prob(s, temperature) for s in score_lists])
     p = np.clip(p, 1e-12, 1 - 1e-12)
     return float(-np.mean(correct * np.log(p) + (1 - correct) * np.log(1 - p)))
 
 
-def fit_temperature(score_lists: Sequence[np.ndarray], correct: Sequence[bool]) -> float:
-    """The T that maximises the likelihood of `correct` under the top answers' probabilities.
+def fit_temperature(
+    score_lists: Sequence[np.ndarray],
+    correct: Sequence[bool],
+    probability: Probability = top_probability,
+) -> float:
+    """The T that maximises the likelihood of `correct` under `probability` (by default the top
+    answers' probabilities).
 
     A grid over `T_RANGE` (log-spaced) finds the basin, golden-section search refines it.
     """
     if not score_lists:
         raise ValueError("fit_temperature needs at least one question")
     y = np.asarray(correct, dtype=np.float64)
+
+    def nll(log_t: float) -> float:
+        return _nll(score_lists, y, math.exp(log_t), probability)
+
     lo, hi = math.log(T_RANGE[0]), math.log(T_RANGE[1])
     grid = np.linspace(lo, hi, 61)
-    losses = [_nll(score_lists, y, math.exp(t)) for t in grid]
-    i = int(np.argmin(losses))
+    i = int(np.argmin([nll(t) for t in grid]))
     a, b = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
     ratio = (math.sqrt(5) - 1) / 2
     for _ in range(40):
         c, d = b - ratio * (b - a), a + ratio * (b - a)
-        if _nll(score_lists, y, math.exp(c)) <= _nll(score_lists, y, math.exp(d)):
+        if nll(c) <= nll(d):
             b = d
         else:
             a = c
     return math.exp((a + b) / 2)
 
 
-def expected_calibration_error(
+def reliability_bins(
     confidences: Sequence[float], correct: Sequence[bool], bins: int = ECE_BINS
-) -> float:
-    """Σ over equal-width confidence bins of (share of questions) x |accuracy - mean confidence|.
+) -> list[dict[str, Any]]:
+    """Per equal-width confidence bin: its edges, its questions, their mean confidence and
+    accuracy (None when empty): the reliability diagram, and what ECE sums.
 
     Bin k holds confidences in (k/bins, (k+1)/bins]; a confidence of 0 goes to the first bin.
     """
     conf = np.asarray(confidences, dtype=np.float64)
     y = np.asarray(correct, dtype=np.float64)
     if not len(conf):
-        raise ValueError("expected_calibration_error needs at least one question")
+        raise ValueError("reliability bins need at least one question")
     index = np.clip(np.ceil(conf * bins).astype(int) - 1, 0, bins - 1)
-    ece = 0.0
+    rows = []
     for k in range(bins):
         members = index == k
-        if members.any():
-            ece += members.mean() * abs(y[members].mean() - conf[members].mean())
-    return float(ece)
+        rows.append(
+            {
+                "low": k / bins,
+                "high": (k + 1) / bins,
+                "count": int(members.sum()),
+                "confidence": float(conf[members].mean()) if members.any() else None,
+                "accuracy": float(y[members].mean()) if members.any() else None,
+            }
+        )
+    return rows
+
+
+def expected_calibration_error(
+    confidences: Sequence[float], correct: Sequence[bool], bins: int = ECE_BINS
+) -> float:
+    """Σ over equal-width confidence bins (`reliability_bins`) of (share of questions) x
+    |accuracy - mean confidence|."""
+    n = len(confidences)
+    if not n:
+        raise ValueError("expected_calibration_error needs at least one question")
+    return float(
+        sum(
+            b["count"] / n * abs(b["accuracy"] - b["confidence"])
+            for b in reliability_bins(confidences, correct, bins)
+            if b["count"]
+        )
+    )
 
 
 def brier_score(confidences: Sequence[float], correct: Sequence[bool]) -> float:
@@ -99,36 +154,83 @@ def held_out(question_id: str) -> bool:
     return hashlib.sha256(question_id.encode()).digest()[0] % 2 == 1
 
 
-def calibrate(nbest: dict[str, list[dict[str, Any]]], gold: dict[str, list[str]]) -> dict[str, Any]:
-    """Fit T on the fitting half of the answered questions, report both halves' metrics."""
-    from squadqa.evaluation import exact_match_score, metric_max_over_ground_truths
+# Questions of the fitting half and of the held-out half: candidate scores and outcomes each.
+_Halves = dict[str, tuple[list[np.ndarray], list[bool]]]
 
-    rows = {"fit": ([], []), "held_out": ([], [])}
-    for qid, candidates in nbest.items():
-        if not candidates or not gold.get(qid):  # no span, or unanswerable (SQuAD 2.0)
-            continue
-        right = metric_max_over_ground_truths(exact_match_score, candidates[0]["text"], gold[qid])
-        scores, outcomes = rows["held_out" if held_out(qid) else "fit"]
-        scores.append(np.array([c["score"] for c in candidates]))
-        outcomes.append(bool(right))
-    fit_scores, fit_correct = rows["fit"]
-    test_scores, test_correct = rows["held_out"]
+
+def _fit_and_judge(halves: _Halves, probability: Probability, what: str) -> dict[str, Any]:
+    """Fit T on the fitting half; ECE, Brier, mean confidence and reliability bins of the
+    held-out half before (T = 1) and after."""
+    fit_scores, fit_correct = halves["fit"]
+    test_scores, test_correct = halves["held_out"]
     if not fit_scores or not test_scores:
-        raise ValueError("calibration needs answered dev questions in both halves")
-    temperature = fit_temperature(fit_scores, fit_correct)
+        raise ValueError(f"calibration needs {what} in both halves of the dev questions")
+    temperature = fit_temperature(fit_scores, fit_correct, probability)
     record: dict[str, Any] = {
         "temperature": temperature,
-        "target": "the top answer is exactly right (EM against any gold answer)",
         "fit_questions": len(fit_scores),
         "held_out_questions": len(test_scores),
         "held_out_accuracy": float(np.mean(test_correct)),
         "ece_bins": ECE_BINS,
+        "reliability": {},
     }
     for label, t in (("before", 1.0), ("after", temperature)):
-        conf = [top_probability(s, t) for s in test_scores]
+        conf = [probability(s, t) for s in test_scores]
         record[f"ece_{label}"] = expected_calibration_error(conf, test_correct)
         record[f"brier_{label}"] = brier_score(conf, test_correct)
         record[f"mean_confidence_{label}"] = float(np.mean(conf))
+        record["reliability"][label] = reliability_bins(conf, test_correct)
+    return record
+
+
+def _halves() -> _Halves:
+    return {"fit": ([], []), "held_out": ([], [])}
+
+
+def calibrate(
+    nbest: dict[str, list[dict[str, Any]]],
+    gold: dict[str, list[str]],
+    null_odds: dict[str, float] | None = None,
+    null_threshold: float = 0.0,
+) -> dict[str, Any]:
+    """Fit T on the fitting half of the answered questions, report both halves' metrics.
+
+    With `null_odds` (SQuAD 2.0: null score minus best span score per question) also the
+    no-answer temperature, under `no_answer` (module docstring).
+    """
+    from squadqa.evaluation import exact_match_score, metric_max_over_ground_truths
+
+    answers, no_answer = _halves(), _halves()
+    for qid, candidates in nbest.items():
+        if not candidates:  # no span at all: "no answer" by rule, nothing to calibrate
+            continue
+        if qid not in gold:
+            raise ValueError(
+                f"{rundir.NBEST}: question {qid!r} is not in the dev data (another dev file?)"
+            )
+        side = "held_out" if held_out(qid) else "fit"
+        spans = np.array([c["score"] for c in candidates])
+        if null_odds is not None:
+            if qid not in null_odds:
+                raise ValueError(f"{rundir.NULL_ODDS}: no entry for question {qid!r}")
+            null = candidates[0]["score"] + null_odds[qid] - null_threshold
+            no_answer[side][0].append(np.concatenate([[null], spans]))
+            no_answer[side][1].append(not gold.get(qid))
+        if not gold.get(qid):  # unanswerable (SQuAD 2.0)
+            continue
+        right = metric_max_over_ground_truths(exact_match_score, candidates[0]["text"], gold[qid])
+        answers[side][0].append(spans)
+        answers[side][1].append(bool(right))
+    record = {
+        "target": "the top answer is exactly right (EM against any gold answer)",
+        **_fit_and_judge(answers, top_probability, "answered questions"),
+    }
+    if null_odds is not None:
+        record["no_answer"] = {
+            "target": '"no answer" is right (the question is unanswerable)',
+            "null_threshold": null_threshold,
+            **_fit_and_judge(no_answer, first_probability, "questions with a span"),
+        }
     return record
 
 
@@ -147,9 +249,20 @@ def calibrate_run(run_dir: str | Path) -> dict[str, Any]:
         )
     config = load_config(run_dir / rundir.CONFIG)
     gold = gold_answers(load_dev(config).examples)
+    null_odds, threshold, sources = None, 0.0, rundir.NBEST
+    if config.postprocess.version_2:
+        odds = run_dir / rundir.NULL_ODDS
+        if not odds.is_file():
+            raise FileNotFoundError(
+                f"{run_dir} has no {rundir.NULL_ODDS}: a SQuAD 2.0 run's calibration of "
+                '"no answer" reads the null scores that `squadqa train` writes'
+            )
+        null_odds, sources = rundir.read_json(odds), f"{rundir.NBEST}, {rundir.NULL_ODDS}"
+        chosen = rundir.null_threshold(run_dir)
+        threshold = config.postprocess.null_threshold if chosen is None else chosen
     record = {
-        **calibrate(rundir.read_json(source), gold),
-        "source": f"{rundir.NBEST} (dev: {config.data.dev})",
+        **calibrate(rundir.read_json(source), gold, null_odds, threshold),
+        "source": f"{sources} (dev: {config.data.dev})",
         "created": rundir.now(),
     }
     rundir.write_json(run_dir / rundir.CALIBRATION, record)

@@ -188,14 +188,35 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     from squadqa.calibration import calibrate_run
     from squadqa.rundir import CALIBRATION
 
-    r = calibrate_run(args.run_dir)
-    print(
-        f"temperature {r['temperature']:.3f} (fitted on {r['fit_questions']} dev questions); "
-        f"on the other {r['held_out_questions']}: ECE {r['ece_before']:.4f} -> "
-        f"{r['ece_after']:.4f}, Brier {r['brier_before']:.4f} -> {r['brier_after']:.4f}, "
-        f"mean confidence {r['mean_confidence_before']:.3f} -> {r['mean_confidence_after']:.3f} "
-        f"vs accuracy {r['held_out_accuracy']:.3f}; wrote {Path(args.run_dir) / CALIBRATION}"
+    record = calibrate_run(args.run_dir)
+    for what, r in (("top answer", record), ('"no answer"', record.get("no_answer"))):
+        if r is None:  # SQuAD v1.1: no "no answer" to calibrate
+            continue
+        print(
+            f"{what}: temperature {r['temperature']:.3f} (fitted on {r['fit_questions']} dev "
+            f"questions); on the other {r['held_out_questions']}: ECE {r['ece_before']:.4f} -> "
+            f"{r['ece_after']:.4f}, Brier {r['brier_before']:.4f} -> {r['brier_after']:.4f}, "
+            f"mean confidence {r['mean_confidence_before']:.3f} -> "
+            f"{r['mean_confidence_after']:.3f} vs accuracy {r['held_out_accuracy']:.3f}"
+        )
+    print(f"wrote {Path(args.run_dir) / CALIBRATION}")
+    return 0
+
+
+def _cmd_probe(args: argparse.Namespace) -> int:
+    from squadqa.probes import ProbeSettings, format_probes, probe_run
+    from squadqa.rundir import PROBES
+
+    fit = {"epochs": args.epochs, "learning_rate": args.learning_rate}
+    fit["batch_size"] = args.batch_size
+    samples = {"train_samples": args.train_samples, "dev_samples": args.dev_samples}
+    record = probe_run(
+        args.run_dir,
+        settings=ProbeSettings(**{k: v for k, v in fit.items() if v is not None}),
+        **{k: v for k, v in samples.items() if v is not None},
     )
+    print(format_probes(record))
+    print(f"wrote {Path(args.run_dir) / PROBES}")
     return 0
 
 
@@ -252,16 +273,22 @@ def _print_answer(answer: dict) -> None:
         )
 
 
-def _cmd_answer(args: argparse.Namespace) -> int:
-    squadqa.import_backend_only()
-    from squadqa.inference import QAPredictor
-
+def _context(args: argparse.Namespace) -> str:
+    """`--context` or the text of `--context-file`, not empty."""
     if args.context_file:
         context = Path(args.context_file).read_text(encoding="utf-8")
     else:
         context = args.context
     if not context.strip():
         raise ValueError("the context is empty")
+    return context
+
+
+def _cmd_answer(args: argparse.Namespace) -> int:
+    squadqa.import_backend_only()
+    from squadqa.inference import QAPredictor
+
+    context = _context(args)
     if args.top_k < 1:
         raise ValueError(f"--top-k {args.top_k} must be at least 1")
     predictor = QAPredictor.from_run_dir(args.model, runtime=args.runtime)
@@ -288,6 +315,30 @@ def _cmd_answer(args: argparse.Namespace) -> int:
             break
         if line.strip():
             ask([line.strip()])
+    return 0
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    squadqa.import_backend_only()
+    from squadqa.explain import EXPLANATION, Explainer, draw, summary_lines
+    from squadqa.inference import QAPredictor
+    from squadqa.rundir import write_text
+
+    context = _context(args)
+    explainer = Explainer(QAPredictor.from_run_dir(args.model))
+    explanation = explainer.explain(
+        context, args.question, steps=args.steps, baseline=args.baseline, method=args.method
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / EXPLANATION, json.dumps(explanation, ensure_ascii=False))
+    written = [out / EXPLANATION]
+    try:
+        written += draw(explanation, out)
+    except ImportError:
+        print("no pictures: matplotlib is not installed (pip install 'squadqa[report]')")
+    print("\n".join(summary_lines(explanation)))
+    print(f"wrote {', '.join(str(path) for path in written)}")
     return 0
 
 
@@ -390,6 +441,13 @@ def _add_batching_arguments(parser: argparse.ArgumentParser) -> None:
         help="run concurrent requests' windows through the model together",
     )
     _add_setting_arguments(parser, Batching, when="with --batch-requests: ")
+
+
+def _add_context_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--context T` or `--context-file F`, one of them required (read by `_context`)."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--context", help="the context text")
+    source.add_argument("--context-file", help="read the context from this UTF-8 file")
 
 
 def _default_of(function: Any, parameter: str) -> Any:
@@ -515,6 +573,19 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("run_dir")
     ca.set_defaults(func=_cmd_calibrate)
 
+    pb = sub.add_parser(
+        "probe",
+        help="per-layer span probes: a linear span head fitted on each layer's hidden states "
+        "(train subset), dev EM/F1 by layer in RUN/probes.json",
+    )
+    pb.add_argument("run_dir", metavar="RUN_DIR", help="a finished run directory")
+    pb.add_argument("--train-samples", type=int, help="first N train questions (1000)")
+    pb.add_argument("--dev-samples", type=int, help="first M dev questions (500)")
+    pb.add_argument("--epochs", type=int, help="passes over the train windows (10)")
+    pb.add_argument("--learning-rate", type=float, help="Adam's step size (0.01)")
+    pb.add_argument("--batch-size", type=int, help="windows per step (32)")
+    pb.set_defaults(func=_cmd_probe)
+
     co = sub.add_parser(
         "continue",
         help="resume every stopped or crashed run of a runs directory, oldest first (a "
@@ -549,9 +620,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     an = sub.add_parser("answer", help="ask a trained run questions about a context")
     an.add_argument("--model", required=True, metavar="RUN_DIR", help="run directory")
-    source = an.add_mutually_exclusive_group(required=True)
-    source.add_argument("--context", help="the context text")
-    source.add_argument("--context-file", help="read the context from this UTF-8 file")
+    _add_context_arguments(an)
     an.add_argument(
         "--question",
         action="append",
@@ -566,6 +635,38 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--json", action="store_true", help="one JSON object per answer")
     _add_runtime_argument(an)
     an.set_defaults(func=_cmd_answer)
+
+    from squadqa.explain import BASELINES, METHODS, Explainer
+
+    xp = sub.add_parser(
+        "explain",
+        help="why a run gives its answer: integrated-gradients attributions of the start and "
+        "end logits, attention per layer and head (explain.json and pictures)",
+    )
+    xp.add_argument("--model", required=True, metavar="RUN_DIR", help="run directory")
+    _add_context_arguments(xp)
+    xp.add_argument("--question", required=True, help="the question")
+    xp.add_argument("--out", default="explain", help="folder for explain.json and the pictures")
+    xp.add_argument(
+        "--steps",
+        type=int,
+        default=_default_of(Explainer.explain, "steps"),
+        help="points on the integrated-gradients path (default %(default)s)",
+    )
+    xp.add_argument(
+        "--baseline",
+        choices=BASELINES,
+        default=_default_of(Explainer.explain, "baseline"),
+        help="what question and context tokens start from: the [PAD] embedding or zeros "
+        "(default %(default)s)",
+    )
+    xp.add_argument(
+        "--method",
+        choices=METHODS,
+        default=_default_of(Explainer.explain, "method"),
+        help="quadrature rule along the path (default %(default)s)",
+    )
+    xp.set_defaults(func=_cmd_explain)
 
     pr = sub.add_parser("predict", help="official-format predictions for a SQuAD file")
     pr.add_argument("--model", required=True, metavar="RUN_DIR", help="run directory")
@@ -614,6 +715,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest logit difference vs model.keras that the fp32 file may have",
     )
     ex.set_defaults(func=_cmd_export)
+
+    from squadqa.retrieval.cli import add_commands  # index, ask, evaluate-open
+
+    add_commands(sub, _add_runtime_argument)
     return parser
 
 

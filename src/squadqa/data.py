@@ -30,6 +30,7 @@ __all__ = [
     "gold_answers",
     "load_hf_squad",
     "load_squad",
+    "read_json_file",
     "sample_path",
     "write_squad",
 ]
@@ -334,7 +335,7 @@ class _Collector:
 # Official JSON files
 
 
-def _read_json(path: Path, source: str) -> Any:
+def read_json_file(path: Path, source: str) -> Any:
     """Parse a plain or gzipped JSON file; gzip is recognised by its magic bytes, not its name."""
     raw = path.read_bytes()
     if raw[:2] == _GZIP_MAGIC:
@@ -391,7 +392,7 @@ def load_squad(
         raise ValueError(f"max_articles must be >= 0, got {max_articles}")
     p = data_path(path)
     source = str(p)
-    doc = _read_json(p, source)
+    doc = read_json_file(p, source)
     if not isinstance(doc, dict):
         raise SquadFormatError(
             f"{source}: top level is a {type(doc).__name__}, not an object with a 'data' list"

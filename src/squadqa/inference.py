@@ -339,6 +339,11 @@ class QAPredictor:
         """The windows evaluation would make of these examples."""
         return build_features(examples, self.tokenizer, self.feature_config)
 
+    def read(self, examples: Sequence[Example]) -> Predictions:
+        """Answers to examples with contexts of their own, all windows in one batched pass (the
+        evaluation path): how `squadqa ask` reads the passages it retrieved."""
+        return self._predict(examples, self.features(examples))
+
     def answer(self, context: str, questions: Sequence[str], top_k: int = 3) -> list[AnswerDict]:
         """Best span of `context` for each question, with its top-k ranked candidates.
 

@@ -2,7 +2,9 @@
 
 Input (a dict, as built by ``squadqa.features``; extra keys are ignored):
     ``input_ids`` (required), ``token_type_ids``, ``attention_mask``, ``span_mask`` — int
-    ``[batch, seq]``; missing optional keys default to zeros / ones / ones.
+    ``[batch, seq]``; missing optional keys default to zeros / ones / ones. ``word_embeddings``
+    (float ``[batch, seq, hidden]``, optional) replaces the looked-up word embeddings of
+    ``input_ids`` (integrated gradients in ``squadqa.explain``).
 Output: ``{"start_logits": [batch, seq], "end_logits": [batch, seq]}`` float32, with positions
 where ``span_mask == 0`` set to :data:`squadqa.architecture.MASKED_LOGIT`.
 
@@ -101,21 +103,28 @@ class QATransformer(keras.Model):
         self.span_head.build(hidden_shape)
         self.built = True
 
-    def encode(self, inputs: dict[str, Any], training: bool | None = False) -> Any:
-        """Last hidden states ``[batch, seq, hidden]`` (after the final LN for pre-LN)."""
+    def layer_states(self, inputs: dict[str, Any], training: bool | None = False) -> list[Any]:
+        """Hidden states ``[batch, seq, hidden]`` of every layer: the embeddings' output (layer
+        0), then each block's (layers 1..num_layers; no final LN), what `squadqa probe` reads."""
         if not self.built:
             self.build()
-        input_ids = inputs["input_ids"]
-        token_type_ids = inputs.get("token_type_ids")
         attention_mask = inputs.get("attention_mask")
         hidden_states = self.embeddings(
-            input_ids,
-            token_type_ids,
+            inputs["input_ids"],
+            inputs.get("token_type_ids"),
             training=training,
             question_match=inputs.get("question_match"),
+            word_embeddings=inputs.get("word_embeddings"),
         )
+        states = [hidden_states]
         for block in self.encoder_layers:
             hidden_states = block(hidden_states, attention_mask, training=training)
+            states.append(hidden_states)
+        return states
+
+    def encode(self, inputs: dict[str, Any], training: bool | None = False) -> Any:
+        """Last hidden states ``[batch, seq, hidden]`` (after the final LN for pre-LN)."""
+        hidden_states = self.layer_states(inputs, training=training)[-1]
         if self.final_layer_norm is not None:
             hidden_states = self.final_layer_norm(hidden_states)
         return hidden_states

@@ -139,7 +139,9 @@ def window_candidates(
     return found
 
 
-def _with_probabilities(candidates: list[Candidate], temperature: float) -> list[Candidate]:
+def with_probabilities(candidates: list[Candidate], temperature: float) -> list[Candidate]:
+    """The candidates with `probability` = softmax of score / temperature over this list (the
+    n-best of one example, or every passage's candidates in `squadqa ask`)."""
     if not candidates:
         return candidates
     scores = np.array([c.score for c in candidates]) / temperature
@@ -191,7 +193,7 @@ def extract_answers(
             if (c.start, c.end) not in best or c.score > best[(c.start, c.end)].score:
                 best[(c.start, c.end)] = c
         ranked = sorted(best.values(), key=lambda c: -c.score)[: config.n_best]
-        ranked = _with_probabilities(ranked, config.temperature)
+        ranked = with_probabilities(ranked, config.temperature)
         nbest[example.id] = ranked
         # No window, or no valid span (a context without tokens): finite, so JSON stays valid;
         # such a question is "no answer" whatever its null score (`is_no_answer`).

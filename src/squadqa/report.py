@@ -1,12 +1,13 @@
 """A readable record of one run, or a comparison of several: `report.md` plus PNG plots.
 
 The report is built only from the files a run directory keeps (`metrics.jsonl`, `steps.jsonl`,
-`status.json`, `predictions.json`, `eval.json`, `config.toml`) and the dev data its config
-names, so it can be written for an old run, a crashed one or one still training, on a machine
-without a GPU. The error analysis says *where* the model fails (question type, answer length,
-context length, the worst questions), which the single EM/F1 number cannot. Plots use
-matplotlib's Agg canvas directly (no pyplot, no display, no global state), so this works
-headless and in threads.
+`status.json`, `predictions.json`, `eval.json`, `config.toml`, `calibration.json`) and the dev
+data its config names, so it can be written for an old run, a crashed one or one still
+training, on a machine without a GPU. The error analysis says *where* the model fails (question
+type, answer length, context length, the worst questions), which the single EM/F1 number cannot;
+the reliability diagram whether its probabilities mean what they say. Plots use matplotlib's Agg
+canvas directly (no pyplot, no display, no global state), so this works headless and in
+threads.
 """
 
 from __future__ import annotations
@@ -81,7 +82,13 @@ FIGURE_FILES = {
     "learning_rate": "learning_rate.png",
     "train_steps": "train_steps.png",
     "error_analysis": "error_analysis.png",
+    "reliability": "reliability.png",
 }
+# calibration.json's calibrated probabilities: (key in the record, what it is the chance of).
+_CALIBRATED = (
+    (None, "top answer exactly right"),
+    ("no_answer", '"no answer" right'),
+)
 
 
 # --------------------------------------------------------------------------- error analysis
@@ -334,6 +341,15 @@ def _head_to_head(a: RunRow, b: RunRow) -> tuple[dict[str, Any] | None, str]:
     return result, ""
 
 
+def _read_calibration(run: RunRow) -> dict[str, Any] | None:
+    """calibration.json (`squadqa calibrate`), None when the run has none or it is unreadable."""
+    try:
+        data = rundir.read_json(run.path / rundir.CALIBRATION)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def _read_eval(run: RunRow) -> dict[str, Any] | None:
     try:
         data = json.loads((run.path / rundir.EVAL).read_text(encoding="utf-8"))
@@ -355,7 +371,9 @@ def _series(records: Sequence[dict[str, Any]], key: str) -> tuple[list[int], lis
     return xs, ys
 
 
-def _new_figure(width: float = 8.0, height: float = 4.8) -> Figure:
+def new_figure(width: float = 8.0, height: float = 4.8) -> Figure:
+    """A matplotlib figure drawn without pyplot (no GUI backend, no global state): report and
+    explain pictures."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -394,7 +412,7 @@ def _two_series_figure(
     (and one per series) when several runs are overlaid; plain series labels for one run."""
     from matplotlib.lines import Line2D
 
-    fig = _new_figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     many = len(runs) > 1
     plotted = False
@@ -482,7 +500,7 @@ def _lr_figure(runs: Sequence[_Run]) -> Figure:
     from matplotlib.lines import Line2D
     from matplotlib.ticker import FuncFormatter
 
-    fig = _new_figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     curves = [(i, run, *_series(run.metrics, "lr")) for i, run in enumerate(runs)]
     peaks = [max(ys) for *_, ys in curves if ys and max(ys) > 0]
@@ -539,7 +557,7 @@ def _steps_figure(runs: Sequence[_Run]) -> Figure:
     that the epoch means hide."""
     from matplotlib.lines import Line2D
 
-    fig = _new_figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     handles = []
     for i, run in enumerate(runs):
@@ -560,7 +578,7 @@ def _error_figure(name: str, analysis: dict[str, Any], epoch: Any) -> Figure:
     """EM and F1 bars per bucket, with each bucket's question count under its label."""
     import numpy as np
 
-    fig = _new_figure(13.0, 4.6)
+    fig = new_figure(13.0, 4.6)
     tables = (
         ("by_question_type", "question type (first wh-word)"),
         ("by_answer_length", "gold answer length (words, first answer)"),
@@ -594,7 +612,63 @@ def _error_figure(name: str, analysis: dict[str, Any], epoch: Any) -> Figure:
     return fig
 
 
-def _figures(runs: Sequence[_Run], analysis: dict[str, Any] | None) -> dict[str, Figure]:
+def _calibrations(calibration: dict[str, Any] | None) -> list[tuple[str, dict[str, Any]]]:
+    """(label, record) of each calibrated probability in calibration.json: the top answer's,
+    and on SQuAD 2.0 runs "no answer"'s."""
+    if calibration is None:
+        return []
+    found = [
+        (label, calibration if key is None else calibration.get(key)) for key, label in _CALIBRATED
+    ]
+    return [(label, record) for label, record in found if isinstance(record, dict)]
+
+
+def _reliability_figure(name: str, calibration: dict[str, Any]) -> Figure:
+    """Reliability diagram of the held-out dev questions: per confidence bin, accuracy against
+    mean confidence, before and after the temperature; on the diagonal is calibrated. Each point
+    is labelled with its bin's question count."""
+    panels = [(label, r) for label, r in _calibrations(calibration) if r.get("reliability")]
+    fig = new_figure(5.2 * len(panels), 5.0)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (label, record) in zip(axes, panels, strict=True):
+        ax.plot([0, 1], [0, 1], linestyle=":", color="0.5", label="calibrated")
+        for i, when in enumerate(("before", "after")):
+            bins = [b for b in record["reliability"][when] if b["count"]]
+            xs = [b["confidence"] for b in bins]
+            ys = [b["accuracy"] for b in bins]
+            t = 1.0 if when == "before" else record["temperature"]
+            ax.plot(
+                xs,
+                ys,
+                marker="os"[i],
+                linestyle="-",
+                color=f"C{i}",
+                label=f"{when}: T = {t:.2f}, ECE {record[f'ece_{when}']:.3f}",
+            )
+            for b in bins:
+                ax.annotate(
+                    str(b["count"]),
+                    (b["confidence"], b["accuracy"]),
+                    textcoords="offset points",
+                    xytext=(4, -10 if i else 4),
+                    fontsize=7,
+                    color=f"C{i}",
+                )
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.set_aspect("equal")
+        ax.set_xlabel("mean confidence in the bin")
+        ax.set_ylabel("accuracy in the bin")
+        ax.set_title(f"{label}\n{record['held_out_questions']} held-out dev questions", fontsize=10)
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="upper left", fontsize="small")
+    fig.suptitle(f"Reliability — {name}")
+    return fig
+
+
+def _figures(
+    runs: Sequence[_Run], analysis: dict[str, Any] | None, calibration: dict[str, Any] | None
+) -> dict[str, Figure]:
     figures = {
         "loss": _two_series_figure(
             runs,
@@ -616,6 +690,8 @@ def _figures(runs: Sequence[_Run], analysis: dict[str, Any] | None) -> dict[str,
         figures["train_steps"] = _steps_figure(runs)
     if analysis is not None:
         figures["error_analysis"] = _error_figure(runs[0].name, analysis, _best_epoch(runs[0]))
+    if calibration is not None and any(r.get("reliability") for _, r in _calibrations(calibration)):
+        figures["reliability"] = _reliability_figure(runs[0].name, calibration)
     return figures
 
 
@@ -629,9 +705,9 @@ def _best_epoch(run: _Run) -> Any:
 def report_figures(run_dirs: Sequence[str | os.PathLike[str]]) -> dict[str, Figure]:
     """The report's figures by name (`loss`, `dev_metrics`, `learning_rate`; `train_steps` when a
     run has `steps.jsonl`; `error_analysis` when the first run's dev predictions and data are
-    readable), e.g. for W&B logging."""
+    readable; `reliability` when it is calibrated), e.g. for W&B logging."""
     runs = _load_runs(run_dirs)
-    return _figures(runs, _analyse_run(runs[0].row)[0])
+    return _figures(runs, _analyse_run(runs[0].row)[0], _read_calibration(runs[0].row))
 
 
 def _load_runs(run_dirs: Sequence[str | os.PathLike[str]]) -> list[_Run]:
@@ -796,6 +872,84 @@ def _error_section(run: _Run, analysis: dict[str, Any] | None, why: str) -> list
     return lines
 
 
+def _calibration_section(run: _Run, calibration: dict[str, Any] | None) -> list[str]:
+    lines = [f"## Calibration: {_md(run.name)} (dev)", ""]
+    found = _calibrations(calibration)
+    if not found:
+        return [*lines, f"Not calibrated: `squadqa calibrate {_md(run.row.path)}` fits it.", ""]
+    lines.append(
+        "Temperature fitted on half the dev questions, judged on the other (held-out) half: "
+        f"expected calibration error (ECE, {found[0][1].get('ece_bins', '?')} equal-width "
+        "bins) and Brier score of the probability, before (T = 1) and after."
+    )
+    lines.append("")
+    rows = [
+        [
+            label,
+            str(r["fit_questions"]),
+            str(r["held_out_questions"]),
+            _num(r["temperature"], 3),
+            _num(r["ece_before"], 4),
+            _num(r["ece_after"], 4),
+            _num(r["brier_before"], 4),
+            _num(r["brier_after"], 4),
+            f"{_num(r['mean_confidence_before'], 3)} -> {_num(r['mean_confidence_after'], 3)}",
+            _num(r["held_out_accuracy"], 3),
+        ]
+        for label, r in found
+    ]
+    header = (
+        "probability of",
+        "fitted on",
+        "held out",
+        "T",
+        "ECE before",
+        "ECE after",
+        "Brier before",
+        "Brier after",
+        "mean confidence",
+        "accuracy",
+    )
+    lines += _md_table(header, rows, set(range(1, len(header))))
+    if not any(r.get("reliability") for _, r in found):
+        return [
+            *lines,
+            "calibration.json keeps no reliability bins (written by an older `squadqa "
+            f"calibrate`): rerun `squadqa calibrate {_md(run.row.path)}` for the diagram.",
+            "",
+        ]
+    lines += ["![Reliability diagram, held-out dev questions](reliability.png)", ""]
+    for label, r in found:
+        bins = zip(r["reliability"]["before"], r["reliability"]["after"], strict=True)
+        body = [
+            [
+                f"({b['low']:.1f}, {b['high']:.1f}]",
+                str(b["count"]),
+                _num(b["confidence"], 3),
+                _num(b["accuracy"], 3),
+                str(a["count"]),
+                _num(a["confidence"], 3),
+                _num(a["accuracy"], 3),
+            ]
+            for b, a in bins
+        ]
+        lines += [f"### Reliability bins: {label}", ""]
+        lines += _md_table(
+            (
+                "confidence bin",
+                "before: n",
+                "confidence",
+                "accuracy",
+                "after: n",
+                "confidence",
+                "accuracy",
+            ),
+            body,
+            set(range(1, 7)),
+        )
+    return lines
+
+
 def _head_to_head_section(a: _Run, b: _Run, result: dict[str, Any] | None, why: str) -> list[str]:
     lines = [f"## Head to head: {_md(a.name)} (A) vs {_md(b.name)} (B), dev", ""]
     if result is None:
@@ -856,7 +1010,11 @@ def _head_to_head_section(a: _Run, b: _Run, result: dict[str, Any] | None, why: 
 
 
 def _report_markdown(
-    runs: Sequence[_Run], analysis: dict[str, Any] | None, why: str, out_dir: Path
+    runs: Sequence[_Run],
+    analysis: dict[str, Any] | None,
+    why: str,
+    out_dir: Path,
+    calibration: dict[str, Any] | None = None,
 ) -> str:
     """The report; with two runs or more, also the first two head to head."""
     names = ", ".join(r.name for r in runs)
@@ -898,6 +1056,7 @@ def _report_markdown(
         else:
             lines += ["No finished epoch recorded.", ""]
     lines += _error_section(runs[0], analysis, why)
+    lines += _calibration_section(runs[0], calibration)
     if len(runs) > 1:
         lines += _head_to_head_section(runs[0], runs[1], *_head_to_head(runs[0].row, runs[1].row))
     return "\n".join(lines).rstrip("\n") + "\n"
@@ -923,15 +1082,16 @@ def write_report(
     out = Path(out_dir) if out_dir is not None else runs[0].row.path
     out.mkdir(parents=True, exist_ok=True)
     analysis, why = _analyse_run(runs[0].row)
-    figures = _figures(runs, analysis)
+    calibration = _read_calibration(runs[0].row)
+    figures = _figures(runs, analysis, calibration)
     for key, fig in figures.items():
         fig.savefig(out / FIGURE_FILES[key])
-    for key in ("train_steps", "error_analysis"):
+    for key in ("train_steps", "error_analysis", "reliability"):
         stale = out / FIGURE_FILES[key]
         if key not in figures and stale.is_file():
             stale.unlink()  # from an earlier report; it would no longer match
     report = out / "report.md"
-    report.write_text(_report_markdown(runs, analysis, why, out), encoding="utf-8")
+    report.write_text(_report_markdown(runs, analysis, why, out, calibration), encoding="utf-8")
     return report
 
 

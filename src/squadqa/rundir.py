@@ -22,6 +22,8 @@ read, all through the names below::
       checkpoints/epoch-N.weights.h5   train.keep_epoch_checkpoints: every epoch's weights,
                                        what `squadqa average` reads
       average.json             `squadqa average` runs only: which epochs were averaged, from where
+      calibration.json         `squadqa calibrate`: temperature, ECE / Brier, reliability bins
+      probes.json              `squadqa probe`: dev EM / F1 of a linear span head on each layer
 
 Every write goes through `write_atomic` (a temporary file renamed into place), so a reader, a
 crash or a resumed run never meets half a file.
@@ -59,6 +61,7 @@ BEST_WEIGHTS = "best.weights.h5"
 STATE = "state.json"
 AVERAGE = "average.json"
 CALIBRATION = "calibration.json"
+PROBES = "probes.json"
 
 
 def epoch_weights(epoch: int) -> str:

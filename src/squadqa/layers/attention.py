@@ -9,7 +9,8 @@ Two numerically equivalent code paths:
   an einsum on TensorFlow). It has no dropout argument on any backend, so it is used only when
   attention dropout is inactive (inference, or rate 0).
 - explicit: ``softmax(Q K^T / sqrt(d) + mask) V`` written out with ``keras.ops`` so that dropout
-  can be applied to the attention probabilities during training.
+  can be applied to the attention probabilities during training, and the probabilities can be
+  returned (``return_attention_scores=True``, what `squadqa explain` shows).
 
 Masking: ``attention_mask`` is ``[batch, seq]`` with 1 for real tokens and 0 for padding. Padded
 keys get a large negative score (exactly zero probability). A query whose row has *no* real key
@@ -115,7 +116,11 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         hidden_states: Any,
         attention_mask: Any = None,
         training: bool | None = None,
+        return_attention_scores: bool = False,
     ) -> Any:
+        """The attended output ``[batch, seq, hidden]``; with ``return_attention_scores``, the
+        pair (output, probabilities ``[batch, heads, queries, keys]``), computed on the explicit
+        path (what `squadqa explain` reports; the fused kernels do not return them)."""
         seq_len = ops.shape(hidden_states)[1]
         query_layer = self._split_heads(self.query(hidden_states), seq_len)
         key_layer = self._split_heads(self.key(hidden_states), seq_len)
@@ -132,10 +137,16 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             raise ValueError(
                 "attention_impl='fused' cannot apply attention dropout; use 'auto' or 'explicit'"
             )
-        if self.attention_impl == "explicit" or (self.attention_impl == "auto" and dropout_active):
-            context = self._explicit_attention(
-                query_layer, key_layer, value_layer, key_mask, training
-            )
+        attention_probs = None
+        if (
+            return_attention_scores
+            or self.attention_impl == "explicit"
+            or (self.attention_impl == "auto" and dropout_active)
+        ):
+            attention_probs = self._attention_probs(query_layer, key_layer, key_mask)
+            dropped = self.attention_probs_dropout(attention_probs, training=training)
+            dropped = ops.cast(dropped, value_layer.dtype)
+            context = ops.einsum("bnts,bsnh->btnh", dropped, value_layer)
         else:
             context = ops.dot_product_attention(
                 query_layer,
@@ -149,12 +160,12 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             has_real_key = ops.cast(ops.any(key_mask, axis=-1), context.dtype)
             context = context * has_real_key[:, None, None, None]
         context = ops.reshape(context, (-1, seq_len, self.hidden_size))
-        return self.output_dense(context)
+        output = self.output_dense(context)
+        return (output, attention_probs) if return_attention_scores else output
 
-    def _explicit_attention(
-        self, query_layer: Any, key_layer: Any, value_layer: Any, key_mask: Any, training: Any
-    ) -> Any:
-        """softmax(Q K^T / sqrt(d) + mask) V with dropout on the probabilities (float32 softmax).
+    def _attention_probs(self, query_layer: Any, key_layer: Any, key_mask: Any) -> Any:
+        """softmax(Q K^T / sqrt(d) + mask) in float32, ``[batch, heads, queries, keys]``: the
+        explicit path, which applies dropout to them before multiplying by V.
 
         The scale goes on Q and the padding mask is an additive [batch, 1, 1, keys] bias, so
         neither costs a pass over the [batch, heads, queries, keys] scores (in the CPU profile of
@@ -167,10 +178,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         if key_mask is not None:
             key_bias = ops.where(key_mask, 0.0, _MASKED_SCORE)
             attention_scores = attention_scores + key_bias[:, None, None, :]
-        attention_probs = ops.softmax(attention_scores, axis=-1)
-        attention_probs = self.attention_probs_dropout(attention_probs, training=training)
-        attention_probs = ops.cast(attention_probs, value_layer.dtype)
-        return ops.einsum("bnts,bsnh->btnh", attention_probs, value_layer)
+        return ops.softmax(attention_scores, axis=-1)
 
     def compute_output_shape(self, input_shape: Any) -> tuple:
         return tuple(input_shape)

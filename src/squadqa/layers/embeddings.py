@@ -174,7 +174,10 @@ class Embeddings(keras.layers.Layer):
         token_type_ids: Any = None,
         training: bool | None = None,
         question_match: Any = None,
+        word_embeddings: Any = None,
     ) -> Any:
+        """`word_embeddings` ``[batch, seq, hidden]``: used instead of looking `input_ids` up,
+        so that integrated gradients (`squadqa explain`) can scale them; None: looked up."""
         seq_len = ops.shape(input_ids)[1]
         if (
             isinstance(seq_len, int)
@@ -187,7 +190,9 @@ class Embeddings(keras.layers.Layer):
             )
         if token_type_ids is None:
             token_type_ids = ops.zeros_like(input_ids)
-        embeddings = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
+        if word_embeddings is None:
+            word_embeddings = self.word_embeddings(input_ids)
+        embeddings = word_embeddings + self.token_type_embeddings(token_type_ids)
         if self.position_embedding == "learned":
             position_ids = sequence_positions(input_ids)[None, :]
             embeddings = embeddings + self.position_embeddings(position_ids)

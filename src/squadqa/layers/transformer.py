@@ -193,6 +193,17 @@ class TransformerBlock(keras.layers.Layer):
             hidden_states + self.feed_forward(hidden_states, training=training)
         )
 
+    def attention_probabilities(self, hidden_states: Any, attention_mask: Any = None) -> Any:
+        """This block's attention probabilities ``[batch, heads, queries, keys]`` for its input
+        `hidden_states` (inference: no dropout), as its `call` computes them: after the
+        attention LayerNorm for pre-LN, on the input itself for post-LN."""
+        if self.norm_first:
+            hidden_states = self.attention_layer_norm(hidden_states)
+        _, probabilities = self.attention(
+            hidden_states, attention_mask, training=False, return_attention_scores=True
+        )
+        return probabilities
+
     def compute_output_shape(self, input_shape: Any) -> tuple:
         return tuple(input_shape)
 

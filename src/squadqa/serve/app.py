@@ -1,4 +1,5 @@
-"""FastAPI app: `POST /v1/answer`, `GET /healthz`, the web page at `/`, OpenAPI at `/docs`.
+"""FastAPI app: `POST /v1/answer`, `POST /v1/explain`, `GET /healthz`, the web page at `/`,
+OpenAPI at `/docs`.
 
 Every bad request gets a JSON error naming what is wrong, never a 500 or a hang:
 
@@ -11,7 +12,9 @@ Every bad request gets a JSON error naming what is wrong, never a 500 or a hang:
 * 400 for malformed JSON, 415 for a body that is not declared JSON;
 * 422 for a missing, blank (nothing visible: `is_blank`) or non-string field, too many questions,
   a context or question over its length limit, or an unknown field; the message names the field;
-* 503 at once when `Limits.max_queue` requests are already in flight (`Admission`).
+* 501 for `/v1/explain` on a server without the Keras model (`--runtime onnx`);
+* 503 at once when `Limits.max_queue` requests are already in flight (`Admission`), answers and
+  explanations counted together.
 
 The model runs in Starlette's thread pool (`run_in_threadpool`) so the event loop keeps serving
 health checks and rejecting bad requests while it computes; `QAPredictor` serialises calls into
@@ -31,7 +34,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -41,12 +44,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from squadqa.explain import BASELINES, METHODS, STEPS, NothingToExplain, quadrature
 from squadqa.serve.limits import Limits
 
 if TYPE_CHECKING:
     from squadqa.inference import AnswerDict
 
 ANSWER_PATH = "/v1/answer"
+EXPLAIN_PATH = "/v1/explain"
 
 
 class Predictor(Protocol):
@@ -55,6 +60,24 @@ class Predictor(Protocol):
     name: str
 
     def answer(self, context: str, questions: list[str], top_k: int = 3) -> list[AnswerDict]: ...
+
+
+class Explaining(Protocol):
+    """What the app needs of `squadqa.explain.Explainer`."""
+
+    def explain(
+        self, context: str, question: str, steps: int, baseline: str, method: str
+    ) -> dict[str, Any]: ...
+
+
+def default_explainer(predictor: Predictor) -> Explaining | None:
+    """An `Explainer` of the predictor's model when it is the Keras one (gradients and attention
+    come from its layers), else None (ONNX Runtime, a test's fake): then `/v1/explain` is 501."""
+    if not hasattr(getattr(predictor, "model", None), "encoder_layers"):
+        return None
+    from squadqa.explain import Explainer
+
+    return Explainer(predictor)  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- errors
@@ -88,12 +111,13 @@ def _field_name(loc: tuple[Any, ...]) -> str:
     return name or "body"
 
 
-def _message(error: dict[str, Any]) -> str:
+def _message(error: dict[str, Any], known: str) -> str:
+    """The message of one pydantic error; `known`: the request's fields, for an unknown one."""
     kind, msg = error.get("type", ""), str(error.get("msg", "invalid"))
     if kind == "missing":
         return "is required"
     if kind == "extra_forbidden":
-        return "is not a known field (use context, question or questions, top_k)"
+        return f"is not a known field (use {known})"
     if kind.startswith("string_type"):
         return "must be a string"
     msg = msg.removeprefix("Value error, ")
@@ -258,6 +282,14 @@ def _non_blank(value: str) -> str:
     return value
 
 
+# The request example of both routes' schemas.
+_EXAMPLE = {
+    "context": "The Eiffel Tower is on the Champ de Mars in Paris. It is named after the engineer "
+    "Gustave Eiffel.",
+    "question": "Who is the tower named after?",
+}
+
+
 class AnswerRequest(BaseModel):
     """A context and one question (`question`) or several (`questions`)."""
 
@@ -267,9 +299,7 @@ class AnswerRequest(BaseModel):
         json_schema_extra={
             "examples": [
                 {
-                    "context": "The Eiffel Tower is on the Champ de Mars in Paris. It is named "
-                    "after the engineer Gustave Eiffel.",
-                    "question": "Who is the tower named after?",
+                    **_EXAMPLE,
                     "top_k": 3,
                 }
             ]
@@ -334,7 +364,150 @@ class AnswerResponse(BaseModel):
     answers: list[AnswerOut] = Field(description="one per question, in request order")
 
 
+class ExplainRequest(BaseModel):
+    """A context and one question: why the model answers it as it does."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    **_EXAMPLE,
+                    "steps": 32,
+                }
+            ]
+        },
+    )
+
+    context: str = Field(description="the passage to answer from (plain text)")
+    question: str = Field(description="the question whose answer is explained")
+    steps: int = Field(default=STEPS, ge=1, description="points on the integrated-gradients path")
+    baseline: Literal[BASELINES] = Field(  # type: ignore[valid-type]
+        default=BASELINES[0],
+        description="where the path starts for question and context tokens: the [PAD] "
+        "embedding or zeros ([CLS] and [SEP] keep theirs)",
+    )
+    method: Literal[METHODS] = Field(  # type: ignore[valid-type]
+        default=METHODS[0], description="quadrature rule along the path"
+    )
+
+    @field_validator("context", "question")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        return _non_blank(value)
+
+
+class ExplainedSpan(BaseModel):
+    text: str = Field(
+        description="the span explained: the answer (or, for no answer, the best span)"
+    )
+    start: int
+    end: int
+    start_token: int = Field(description="window position of its first token")
+    end_token: int = Field(description="window position of its last token")
+    start_logit: float
+    end_logit: float
+
+
+class ExplainedWindow(BaseModel):
+    index: int = Field(description="which window of the context the span comes from (0-based)")
+    windows: int = Field(description="how many windows the context makes")
+    context_start: int = Field(description="window position of the first context token")
+    length: int = Field(description="tokens in the window: [CLS] question [SEP] context [SEP]")
+
+
+class ExplainedToken(BaseModel):
+    text: str = Field(description="the vocabulary piece")
+    segment: Literal["cls", "question", "sep", "context"]
+    start: int = Field(
+        description="character offset in the context (context tokens) or in the "
+        "question (question tokens); -1 for [CLS] and [SEP]"
+    )
+    end: int
+
+
+class PathSettings(BaseModel):
+    steps: int
+    method: str
+    baseline: str
+
+
+class Attributions(BaseModel):
+    start: list[float] = Field(description="per window token, for the start logit")
+    end: list[float] = Field(description="per window token, for the end logit")
+
+
+class Completeness(BaseModel):
+    attribution_sum: float
+    logit: float = Field(description="the logit at the input")
+    baseline_logit: float = Field(description="the logit at the baseline")
+    difference: float = Field(description="logit - baseline_logit, what the attributions share")
+    gap: float = Field(description="attribution_sum - difference")
+    relative_gap: float = Field(description="|gap| / |difference|")
+
+
+class CompletenessPair(BaseModel):
+    start: Completeness
+    end: Completeness
+
+
+class HeadsSummary(BaseModel):
+    entropy: list[list[float]] = Field(description="[layer][head] mean row entropy, nats")
+    cls: list[list[float]] = Field(description="[layer][head] mean share of attention to [CLS]")
+    sep: list[list[float]] = Field(description="[layer][head] mean share to the [SEP]s")
+    question: list[list[float]] = Field(description="[layer][head] mean share to the question")
+
+
+class AttentionOut(BaseModel):
+    layers: int
+    heads: int
+    question_rows: list[int] = Field(description="window positions of the question tokens")
+    context_columns: list[int] = Field(description="window positions of the context tokens")
+    answer_rows: list[int] = Field(description="window positions of the answer tokens")
+    question_to_context: list[list[list[list[float]]]] = Field(
+        description="[layer][head][question row][context column] attention probabilities"
+    )
+    answer_to_window: list[list[list[list[float]]]] = Field(
+        description="[layer][head][answer row][window position] attention probabilities"
+    )
+    heads_summary: HeadsSummary
+
+
+class ExplainResponse(BaseModel):
+    model: str = Field(description="name of the run directory serving the answers")
+    backend: str = Field(description="the Keras backend that computed the gradients")
+    context: str
+    question: str
+    answer: AnswerOut = Field(description="what /v1/answer answers (top_k 3)")
+    span: ExplainedSpan
+    window: ExplainedWindow
+    tokens: list[ExplainedToken] = Field(description="the window's tokens, in order")
+    integrated_gradients: PathSettings
+    attributions: Attributions
+    completeness: CompletenessPair
+    attention: AttentionOut
+
+
 # --------------------------------------------------------------------------- the app
+
+
+def _check_context(context: str, limits: Limits) -> None:
+    if len(context) > limits.max_context_chars:
+        raise ApiError(
+            422,
+            "context",
+            f"is {len(context)} characters; the limit is {limits.max_context_chars}",
+        )
+
+
+def _check_question(question: str, field: str, limits: Limits) -> None:
+    if len(question) > limits.max_question_chars:
+        raise ApiError(
+            422,
+            field,
+            f"is {len(question)} characters; the limit is {limits.max_question_chars}",
+        )
 
 
 def _questions(request: AnswerRequest, limits: Limits) -> list[str]:
@@ -343,12 +516,7 @@ def _questions(request: AnswerRequest, limits: Limits) -> list[str]:
         raise ApiError(422, "question", "give either question or questions, not both")
     if request.question is None and request.questions is None:
         raise ApiError(422, "question", "is required (or questions: a list of questions)")
-    if len(request.context) > limits.max_context_chars:
-        raise ApiError(
-            422,
-            "context",
-            f"is {len(request.context)} characters; the limit is {limits.max_context_chars}",
-        )
+    _check_context(request.context, limits)
     questions = [request.question] if request.question is not None else request.questions or []
     field = "question" if request.question is not None else "questions"
     if len(questions) > limits.max_questions:
@@ -358,33 +526,50 @@ def _questions(request: AnswerRequest, limits: Limits) -> list[str]:
             f"has {len(questions)} questions; the limit is {limits.max_questions} per request",
         )
     for i, question in enumerate(questions):
-        if len(question) > limits.max_question_chars:
-            name = field if field == "question" else f"questions[{i}]"
-            raise ApiError(
-                422,
-                name,
-                f"is {len(question)} characters; the limit is {limits.max_question_chars}",
-            )
+        _check_question(question, field if field == "question" else f"questions[{i}]", limits)
     if request.top_k > limits.max_top_k:
         raise ApiError(422, "top_k", f"is {request.top_k}; the limit is {limits.max_top_k}")
     return questions
 
 
+def _check_explain(request: ExplainRequest, limits: Limits) -> None:
+    """The checks of an explain request that depend on the limits (as `_questions`'), and the
+    steps the quadrature rule needs."""
+    _check_context(request.context, limits)
+    _check_question(request.question, "question", limits)
+    if request.steps > limits.max_explain_steps:
+        message = f"is {request.steps}; the limit is {limits.max_explain_steps}"
+        raise ApiError(422, "steps", message)
+    try:
+        quadrature(request.method, request.steps)
+    except ValueError as err:
+        raise ApiError(422, "steps", str(err)) from None
+
+
 def _state_limits(openapi: dict[str, Any], limits: Limits) -> None:
-    """Write the limits `_questions` checks into `AnswerRequest`'s OpenAPI schema, for clients.
+    """Write the limits `_questions` and `_check_explain` check into `AnswerRequest`'s and
+    `ExplainRequest`'s OpenAPI schemas, for clients.
 
     Stated after the schema is made, not as pydantic constraints: one `AnswerRequest` then serves
     any `Limits`, and the 422s keep `_questions`' messages (the length found and the limit).
     """
-    properties = openapi["components"]["schemas"]["AnswerRequest"]["properties"]
+    schemas = openapi["components"]["schemas"]
+    context = {"type": "string", "maxLength": limits.max_context_chars}
     question = {"type": "string", "maxLength": limits.max_question_chars}
-    for field, keywords in (
-        ("context", {"type": "string", "maxLength": limits.max_context_chars}),
-        ("question", question),
-        ("questions", {"type": "array", "maxItems": limits.max_questions, "items": question}),
-        ("top_k", {"type": "integer", "maximum": limits.max_top_k}),
+    for schema, field, keywords in (
+        ("AnswerRequest", "context", context),
+        ("AnswerRequest", "question", question),
+        (
+            "AnswerRequest",
+            "questions",
+            {"type": "array", "maxItems": limits.max_questions, "items": question},
+        ),
+        ("AnswerRequest", "top_k", {"type": "integer", "maximum": limits.max_top_k}),
+        ("ExplainRequest", "context", context),
+        ("ExplainRequest", "question", question),
+        ("ExplainRequest", "steps", {"type": "integer", "maximum": limits.max_explain_steps}),
     ):
-        prop = properties[field]
+        prop = schemas[schema]["properties"][field]
         for branch in prop.get("anyOf", [prop]):  # `str | None`: the branch of that type
             if branch.get("type") == keywords["type"]:
                 branch.update(keywords)
@@ -395,9 +580,13 @@ def index_html() -> str:
     return resources.files("squadqa.serve").joinpath("static/index.html").read_text("utf-8")
 
 
-def create_app(predictor: Predictor, limits: Limits | None = None) -> FastAPI:
-    """The API around one loaded predictor."""
+def create_app(
+    predictor: Predictor, limits: Limits | None = None, explainer: Explaining | None = None
+) -> FastAPI:
+    """The API around one loaded predictor; `explainer`: what `/v1/explain` runs (default:
+    `default_explainer(predictor)`)."""
     limits = limits or Limits()
+    explainer = explainer or default_explainer(predictor)
     app = FastAPI(
         title="squadqa",
         summary="Extractive question answering: the answer is a span of the given context.",
@@ -407,6 +596,7 @@ def create_app(predictor: Predictor, limits: Limits | None = None) -> FastAPI:
     app.state.predictor, app.state.limits, app.state.admission = predictor, limits, admission
     # The last added runs first: the body is read (and limited) before admission.
     app.add_middleware(admission.gate, method="POST", path=ANSWER_PATH)
+    app.add_middleware(admission.gate, method="POST", path=EXPLAIN_PATH)
     app.add_middleware(
         BodyLimitMiddleware, max_bytes=limits.max_body_bytes, timeout_s=limits.body_timeout_s
     )
@@ -438,7 +628,12 @@ def create_app(predictor: Predictor, limits: Limits | None = None) -> FastAPI:
                 "unsupported_media_type",
                 "send a JSON object with Content-Type: application/json",
             )
-        fields = [{"field": _field_name(e["loc"]), "message": _message(e)} for e in errors]
+        known = (
+            ", ".join(ExplainRequest.model_fields)
+            if request.url.path == EXPLAIN_PATH
+            else "context, question or questions, top_k"
+        )
+        fields = [{"field": _field_name(e["loc"]), "message": _message(e, known)} for e in errors]
         message = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
         return _error(422, "invalid_request", message, fields)
 
@@ -479,6 +674,35 @@ def create_app(predictor: Predictor, limits: Limits | None = None) -> FastAPI:
             predictor.answer, request.context, questions, request.top_k
         )
         return {"model": predictor.name, "answers": answers}
+
+    explain_responses = {
+        **error_responses,
+        501: {"model": ErrorResponse, "description": "no Keras model to explain (ONNX runtime)"},
+    }
+
+    @app.post(EXPLAIN_PATH, response_model=ExplainResponse, responses=explain_responses)
+    async def explain(request: ExplainRequest) -> Any:
+        """Why the model gives its answer: integrated-gradients attributions of the answer's
+        start and end logits to each token of its window, and the window's attention per layer
+        and head (what `squadqa explain` writes to explain.json)."""
+        _check_explain(request, limits)
+        if explainer is None:
+            message = (
+                "this server has no Keras model to explain (it runs ONNX Runtime): serve the "
+                "run with --runtime keras"
+            )
+            return _error(501, "not_implemented", message)
+        try:
+            return await run_in_threadpool(
+                explainer.explain,
+                request.context,
+                request.question,
+                request.steps,
+                request.baseline,
+                request.method,
+            )
+        except NothingToExplain as err:
+            raise ApiError(422, "context", str(err)) from None
 
     # HEAD answers like GET without the body (uvicorn drops it); left out of the schema, where
     # HTTP implies it.

@@ -1,0 +1,181 @@
+"""The `squadqa index`, `ask` and `evaluate-open` commands (added to `squadqa.cli`'s parser)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import squadqa
+
+if TYPE_CHECKING:
+    from squadqa.retrieval.index import Index
+
+RETRIEVER_CHOICES = ("bm25", "dense", "hybrid")  # squadqa.retrieval.index.RETRIEVERS
+
+
+def _cmd_index(args: argparse.Namespace) -> int:
+    from squadqa.retrieval.index import add_documents
+
+    started = time.perf_counter()
+    documents, passages, appended = add_documents(
+        args.docs, args.out, dense=not args.no_dense, max_chars=args.max_chars
+    )
+    seconds = time.perf_counter() - started
+    print(
+        f"{'appended' if appended else 'indexed'} {documents} documents, {passages} passages "
+        f"{'to' if appended else 'into'} {args.out} in {seconds:.1f}s"
+    )
+    return 0
+
+
+def _print_open_answer(answer: dict, index: Index) -> None:
+    print(f"Q: {answer['question']}")
+    if answer["no_answer"]:
+        print("A: (no answer: no retrieved passage gave a span)")
+        return
+    print(f"A: {answer['text']}")
+    print(
+        f"   from {answer['source']} ({answer['title']}), characters "
+        f"{answer['start']}-{answer['end']}, passage {answer['passage']} "
+        f"[{answer['passage_start']}:{answer['passage_end']}]; score {answer['score']:.3f}, "
+        f"probability {answer['probability']:.1%}"
+    )
+    text = index.collection.passage_text(answer["passage"])
+    at = answer["start"] - answer["passage_start"]
+    length = answer["end"] - answer["start"]
+    print(
+        f"   passage: ...{text[max(at - 150, 0) : at]}[[{text[at : at + length]}]]"
+        f"{text[at + length : at + length + 150]}..."
+    )
+    print("   alternatives:")
+    for rank, alt in enumerate(answer["alternatives"], 1):
+        print(
+            f"   {rank:>3}. {alt['text']!r}  score {alt['score']:.3f}  p {alt['probability']:.1%}"
+            f"  {alt['title']} [{alt['start']}:{alt['end']}]"
+        )
+
+
+def _cmd_ask(args: argparse.Namespace) -> int:
+    squadqa.import_backend_only()
+    from squadqa.inference import QAPredictor
+    from squadqa.retrieval.ask import ask
+    from squadqa.retrieval.index import load_index
+
+    index = load_index(args.index)
+    predictor = QAPredictor.from_run_dir(args.model, runtime=args.runtime)
+    answers = ask(predictor, index, args.question, args.passages, args.retriever, args.top_k)
+    for answer in answers:
+        if args.json:
+            print(json.dumps(answer, ensure_ascii=False))
+        else:
+            _print_open_answer(answer, index)
+    return 0
+
+
+def _cmd_evaluate_open(args: argparse.Namespace) -> int:
+    from squadqa.retrieval.evaluate import evaluate_open
+    from squadqa.retrieval.index import load_index
+
+    predictor = None
+    if args.model:
+        squadqa.import_backend_only()
+        from squadqa.inference import QAPredictor
+
+        predictor = QAPredictor.from_run_dir(args.model, runtime=args.runtime)
+    rows = evaluate_open(
+        args.data,
+        retrievers=args.retriever or RETRIEVER_CHOICES,
+        settings=args.setting or ("article", "collection"),
+        predictor=predictor,
+        passages=args.passages,
+        max_questions=args.max_questions,
+        index=load_index(args.index) if args.index else None,
+    )
+    columns = ["setting", "retriever", "recall@1", "recall@5", "recall@20"]
+    columns += ["em", "f1", "s_per_question"] if predictor is not None else []
+    columns += ["retrieval_s_per_question"]
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    for row in rows:
+        cells = [row.get(c) for c in columns]
+        print(
+            "| "
+            + " | ".join(
+                ""
+                if v is None
+                else f"{v:.4f}"
+                if "s_per" in c
+                else f"{v:.2f}"
+                if isinstance(v, float)
+                else str(v)
+                for c, v in zip(columns, cells, strict=True)
+            )
+            + " |"
+        )
+    if rows:
+        print(f"{rows[-1]['questions']} questions; collection ready in {rows[-1]['index_s']:.1f}s")
+    if args.out:
+        from squadqa.rundir import write_json
+
+        write_json(Path(args.out), rows)
+    return 0
+
+
+def add_commands(
+    sub: argparse._SubParsersAction, add_runtime_argument: Callable[[argparse.ArgumentParser], None]
+) -> None:
+    """`index`, `ask` and `evaluate-open` on the `squadqa` parser."""
+    ix = sub.add_parser(
+        "index", help="index documents (text, Markdown, HTML, SQuAD JSON) for `squadqa ask`"
+    )
+    ix.add_argument("docs", nargs="+", metavar="DOCS", help="files or folders (searched deeply)")
+    ix.add_argument(
+        "--out", required=True, metavar="INDEX", help="index directory; an existing one is added to"
+    )
+    ix.add_argument(
+        "--max-chars", type=int, help="longest passage in characters (default 2000; new index only)"
+    )
+    ix.add_argument(
+        "--no-dense", action="store_true", help="BM25 only: no MiniLM vectors (new index only)"
+    )
+    ix.set_defaults(func=_cmd_index)
+
+    ak = sub.add_parser("ask", help="answer a question from an index: retrieve, then read")
+    ak.add_argument("--model", required=True, metavar="RUN_DIR", help="run directory (reader)")
+    ak.add_argument("--index", required=True, metavar="INDEX", help="made by `squadqa index`")
+    ak.add_argument("question", nargs="+", help="one or more questions")
+    ak.add_argument("--passages", type=int, default=5, help="passages retrieved and read (K)")
+    ak.add_argument("--retriever", choices=RETRIEVER_CHOICES, default="hybrid")
+    ak.add_argument("--top-k", type=int, default=3, help="ranked candidates to show")
+    ak.add_argument("--json", action="store_true", help="one JSON object per answer")
+    add_runtime_argument(ak)
+    ak.set_defaults(func=_cmd_ask)
+
+    eo = sub.add_parser(
+        "evaluate-open",
+        help="a SQuAD file as an open collection: retrieval recall@k (and EM/F1 with --model)",
+    )
+    eo.add_argument("data", metavar="DATA", help="SQuAD v1.1 JSON (plain or .gz)")
+    eo.add_argument(
+        "--retriever", action="append", choices=RETRIEVER_CHOICES, help="repeatable (default all)"
+    )
+    eo.add_argument(
+        "--setting",
+        action="append",
+        choices=("article", "collection"),
+        help="article: each question against its own article's passages; collection: against "
+        "all of them (repeatable; default both)",
+    )
+    eo.add_argument(
+        "--index", metavar="INDEX", help="`squadqa index DATA`'s index (default: built in memory)"
+    )
+    eo.add_argument("--model", metavar="RUN_DIR", help="also read the passages: EM/F1, time")
+    eo.add_argument("--passages", type=int, default=5, help="passages read per question (K)")
+    eo.add_argument("--max-questions", type=int, help="the first N questions only")
+    eo.add_argument("--out", help="write the rows as JSON here")
+    add_runtime_argument(eo)
+    eo.set_defaults(func=_cmd_evaluate_open)
