@@ -79,3 +79,15 @@ def predictor(tiny_run: Path):
     from squadqa.inference import QAPredictor
 
     return QAPredictor.from_run_dir(tiny_run)
+
+
+@pytest.fixture(scope="session")
+def tiny_index(tmp_path_factory: pytest.TempPathFactory):
+    """A BM25-only index (no vectors, so no sentence encoder to load) of the bundled sample's
+    3 articles, loaded: what the server, schema and browser tests ask."""
+    from squadqa.data import sample_path
+    from squadqa.retrieval.index import add_documents, load_index
+
+    path = tmp_path_factory.mktemp("tiny-index") / "index"
+    add_documents([sample_path()], path, dense=False, progress=False)
+    return load_index(path)

@@ -1,6 +1,7 @@
 """The API against its own OpenAPI schema: schemathesis generates valid and invalid requests
-(bounded, derandomised) and sends them to a real server on 127.0.0.1. No response may be a 5xx,
-carry a status code the schema does not document, or break the documented response schema.
+(bounded, derandomised) and sends them to a real server on 127.0.0.1, started with a tiny index
+so that `/v1/ask` answers. No response may be a 5xx, carry a status code the schema does not
+document, or break the documented response schema.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ SEEN: dict[str, set[int]] = {}  # operation -> status codes the generated reques
 
 
 @pytest.fixture(scope="module")
-def api_schema(predictor):
-    with serve_in_thread(create_app(predictor, LIMITS)) as url:
+def api_schema(predictor, tiny_index):
+    with serve_in_thread(create_app(predictor, LIMITS, index=tiny_index)) as url:
         loaded = schemathesis.openapi.from_url(f"{url}/openapi.json")
         # Valid requests and invalid ones (wrong types, missing fields, extra keys, ...).
         loaded.config.generation.update(
@@ -60,11 +61,11 @@ def test_api_conforms_to_its_schema(case) -> None:
 
 
 def test_the_generated_requests_reached_both_outcomes() -> None:
-    """Not a vacuous run: answers (and explanations) and refusals were both exercised (runs
-    after the one above)."""
+    """Not a vacuous run: answers (explanations, asks of the index) and refusals were both
+    exercised (runs after the one above)."""
     if not SEEN:  # e.g. `-k` selected this test alone: there is no run to check
         pytest.skip("the schema test did not run in this session")
     assert 200 in SEEN.get("GET /healthz", set()), SEEN
-    for operation in ("POST /v1/answer", "POST /v1/explain"):
+    for operation in ("POST /v1/answer", "POST /v1/explain", "POST /v1/ask"):
         seen = SEEN.get(operation, set())
         assert 200 in seen and 422 in seen, SEEN

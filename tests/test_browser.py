@@ -11,6 +11,7 @@ import json
 import shutil
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -74,9 +75,25 @@ def api_answer(url: str, context: str, question: str) -> dict:
         return json.loads(response.read())["answers"][0]
 
 
-def test_ask_in_the_browser(driver, server_url):
+def _click_and_wait(driver: Any, button: str, done: str = "result", timeout: int = 60) -> None:
+    """Click `button` and wait until element `done` is marked data-done (failing on an error the
+    page shows instead)."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.find_element(By.ID, button).click()
+    WebDriverWait(driver, timeout).until(
+        lambda d: (
+            d.find_element(By.ID, done).get_attribute("data-done")
+            or d.find_element(By.ID, "error").is_displayed()
+        )
+    )
+    error = driver.find_element(By.ID, "error")
+    assert not error.is_displayed(), error.text
+
+
+def test_ask_in_the_browser(driver, server_url):
+    from selenium.webdriver.common.by import By
 
     from squadqa.data import load_squad, sample_path
 
@@ -84,6 +101,7 @@ def test_ask_in_the_browser(driver, server_url):
     context, question = example.context, example.question
     driver.get(server_url + "/")
     assert "squadqa" in driver.title
+    assert not driver.find_element(By.ID, "mode").is_displayed()  # no index, no collection mode
     box = driver.find_element(By.ID, "context")
     # A paste: the whole text lands at once and fires one input event.
     driver.execute_script(
@@ -93,15 +111,7 @@ def test_ask_in_the_browser(driver, server_url):
         context,
     )
     driver.find_element(By.ID, "question").send_keys(question)
-    driver.find_element(By.ID, "ask").click()
-    WebDriverWait(driver, 60).until(
-        lambda d: (
-            d.find_element(By.ID, "result").get_attribute("data-done")
-            or d.find_element(By.ID, "error").is_displayed()
-        )
-    )
-    error = driver.find_element(By.ID, "error")
-    assert not error.is_displayed(), error.text
+    _click_and_wait(driver, "ask")
 
     expected = api_answer(server_url, context, question)
     marks = driver.find_elements(By.CSS_SELECTOR, "#highlighted mark")
@@ -228,7 +238,7 @@ def test_why_this_answer_panel(driver, server_url):
     and a layer/head picker that reshades it by that head's attention."""
     import numpy as np
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select, WebDriverWait
+    from selenium.webdriver.support.ui import Select
 
     from squadqa.data import load_squad, sample_path
 
@@ -238,19 +248,8 @@ def test_why_this_answer_panel(driver, server_url):
     assert not driver.find_element(By.ID, "explain-panel").is_displayed()
     driver.execute_script("document.getElementById('context').value = arguments[0];", context)
     driver.find_element(By.ID, "question").send_keys(question)
-    driver.find_element(By.ID, "ask").click()
-    WebDriverWait(driver, 60).until(
-        lambda d: d.find_element(By.ID, "result").get_attribute("data-done")
-    )
-    driver.find_element(By.ID, "explain-button").click()
-    WebDriverWait(driver, 120).until(
-        lambda d: (
-            d.find_element(By.ID, "explain-panel").get_attribute("data-done")
-            or d.find_element(By.ID, "error").is_displayed()
-        )
-    )
-    error = driver.find_element(By.ID, "error")
-    assert not error.is_displayed(), error.text
+    _click_and_wait(driver, "ask")
+    _click_and_wait(driver, "explain-button", done="explain-panel", timeout=120)
     assert driver.find_element(By.ID, "explain-panel").is_displayed()
 
     expected = api_explain(server_url, context, question)
@@ -291,3 +290,77 @@ def test_why_this_answer_panel(driver, server_url):
     panel = driver.find_element(By.ID, "explain-panel")
     driver.execute_script("arguments[0].scrollIntoView();", panel)
     driver.save_screenshot(str(ARTIFACTS / "browser-explain.png"))
+
+
+@pytest.fixture(scope="module")
+def collection_url(predictor, tiny_index):
+    from squadqa.serve.app import create_app, serve_in_thread
+
+    with serve_in_thread(create_app(predictor, index=tiny_index)) as url:
+        yield url
+
+
+def api_ask(url: str, question: str) -> dict:
+    request = urllib.request.Request(
+        f"{url}/v1/ask",
+        data=json.dumps({"question": question, "passages": 5, "top_k": 5}).encode(),
+        headers={"content-type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+
+
+def test_ask_the_collection_in_the_browser(driver, collection_url, tiny_index):
+    """Collection mode: no context pasted; the answer is highlighted in the passage it cites,
+    under its document's title, and a runner-up moves the highlight to its own passage."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from squadqa.data import load_squad, sample_path
+
+    question = load_squad(sample_path()).examples[0].question
+    driver.get(collection_url + "/")
+    WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "mode").is_displayed())
+    assert "3 documents" in driver.find_element(By.ID, "collection-info").text
+    driver.find_element(By.ID, "mode-collection").click()
+    assert not driver.find_element(By.ID, "context").is_displayed()
+    driver.find_element(By.ID, "question").send_keys(question)
+    _click_and_wait(driver, "ask")
+
+    expected = api_ask(collection_url, question)
+    answer = expected["answer"]
+    assert not answer["no_answer"]
+    documents = tiny_index.collection.documents
+
+    def check_cited(cited: dict) -> None:
+        """The page shows the cited passage, exactly, with the span marked in it."""
+        document = documents[cited["document"]]
+        passage = document.text[cited["passage_start"] : cited["passage_end"]]
+        highlighted = driver.find_element(By.ID, "highlighted")
+        assert highlighted.get_attribute("textContent") == passage
+        marks = driver.find_elements(By.CSS_SELECTOR, "#highlighted mark")
+        assert len(marks) == 1
+        assert marks[0].get_attribute("textContent") == cited["text"]
+        assert document.text[cited["start"] : cited["end"]] == cited["text"]
+        # The mark sits at the cited offset, not at an earlier copy of the same words.
+        before = highlighted.get_attribute("textContent").split(cited["text"])[0]
+        if passage.count(cited["text"]) == 1:
+            assert cited["passage_start"] + len(before) == cited["start"]
+        source = driver.find_element(By.ID, "answer-source").text
+        assert document.title in source and document.source in source
+        assert f"{cited['start']}–{cited['end']}" in source
+
+    assert driver.find_element(By.ID, "answer-text").get_attribute("textContent") == answer["text"]
+    check_cited(answer)
+    assert not driver.find_element(By.ID, "explain-button").is_displayed()
+    items = driver.find_elements(By.CSS_SELECTOR, "#alternatives li")
+    assert [li.find_element(By.CLASS_NAME, "alt-text").text for li in items] == [
+        alt["text"].strip() for alt in answer["alternatives"]
+    ]
+    ARTIFACTS.mkdir(exist_ok=True)
+    driver.save_screenshot(str(ARTIFACTS / "browser-collection.png"))
+    # A runner-up, preferably from another passage: highlighted in its own passage.
+    others = [i for i, a in enumerate(answer["alternatives"]) if a["passage"] != answer["passage"]]
+    pick = others[0] if others else len(items) - 1
+    items[pick].click()
+    check_cited(answer["alternatives"][pick])

@@ -590,8 +590,8 @@ def test_explain_without_a_keras_model_is_501():
 
 
 def test_explanations_and_answers_share_max_queue():
-    """One explanation held in the model fills `max_queue` 1: an answer is refused, and so is
-    a second explanation."""
+    """One explanation held in the model fills `max_queue` 1: an answer is refused, and so are
+    a second explanation and an ask."""
 
     class HeldExplainer:
         def __init__(self) -> None:
@@ -612,6 +612,8 @@ def test_explanations_and_answers_share_max_queue():
             assert explainer.started.wait(30)
             assert_error(http.post("/v1/answer", json=body), 503, words="already waiting")
             assert_error(http.post("/v1/explain", json=body), 503, words="already waiting")
+            ask = {"question": "Who?"}
+            assert_error(http.post("/v1/ask", json=ask), 503, words="already waiting")
         finally:
             explainer.release.set()
             first.join(60)
@@ -626,3 +628,133 @@ def test_openapi_documents_explain_with_its_limits(client):
     assert fields["context"]["maxLength"] == 1500 and fields["question"]["maxLength"] == 200
     assert fields["steps"]["maximum"] == 128 and fields["steps"]["minimum"] == 1
     assert set(fields["baseline"]["enum"]) == {"pad", "zeros"}
+
+
+# --------------------------------------------------------------------------- asking an index
+
+
+@pytest.fixture(scope="module")
+def ask_client(predictor, tiny_index):
+    app = create_app(predictor, LIMITS, index=tiny_index)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        yield c
+
+
+def sample_contexts() -> dict[str, list[str]]:
+    """The bundled sample's contexts by article title, read from the file itself."""
+    import gzip
+
+    from squadqa.data import sample_path
+
+    raw = json.loads(gzip.decompress(sample_path().read_bytes()))
+    return {a["title"]: [p["context"] for p in a["paragraphs"]] for a in raw["data"]}
+
+
+def test_ask_cites_a_span_of_the_documents_text(ask_client, predictor, tiny_index):
+    from squadqa.retrieval.ask import ask
+
+    question = "What is the genome of an organism?"
+    response = ask_client.post("/v1/ask", json={"question": question, "passages": 3, "top_k": 5})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    answer, passages = body["answer"], {p["passage"]: p for p in body["passages"]}
+    assert body["model"] == "tiny-qa" and answer["question"] == question
+    assert not answer["no_answer"] and len(answer["retrieved"]) == 3
+    contexts = sample_contexts()
+    for cited in [answer, *answer["alternatives"]]:
+        document = tiny_index.collection.documents[cited["document"]]
+        assert document.text[cited["start"] : cited["end"]] == cited["text"]
+        assert (document.source, document.title) == (cited["source"], cited["title"])
+        passage = passages[cited["passage"]]
+        assert (passage["start"], passage["end"]) == (cited["passage_start"], cited["passage_end"])
+        assert passage["text"] == document.text[passage["start"] : passage["end"]]
+        # The passage is a piece of one of its article's contexts in the sample file itself.
+        assert any(passage["text"] in context for context in contexts[cited["title"]])
+        offset = cited["start"] - passage["start"]
+        assert passage["text"][offset : offset + len(cited["text"])] == cited["text"]
+    assert sorted(passages) == sorted({c["passage"] for c in answer["alternatives"]})
+    # What `squadqa ask` answers (bm25: the default of an index without vectors).
+    (expected,) = ask(predictor, tiny_index, [question], 3, "bm25", 5)
+    assert answer == json.loads(json.dumps(expected))
+
+
+def test_ask_with_nothing_retrieved_is_no_answer(ask_client):
+    body = {"question": "Zxqv wlrbbl?", "retriever": "bm25"}  # no term in common with any passage
+    response = ask_client.post("/v1/ask", json=body)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    answer = body["answer"]
+    assert answer["no_answer"] and answer["text"] == "" and answer["retrieved"] == []
+    assert answer["document"] == answer["passage"] == -1 and body["passages"] == []
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "words"),
+    [
+        ({}, "question", "required"),
+        ({"question": ""}, "question", "empty"),
+        ({"question": " \t "}, "question", "whitespace"),
+        ({"question": "\u200b\u2060"}, "question", "invisible"),
+        ({"question": 7}, "question", "string"),
+        ({"question": "why " * 60}, "question", "limit is 200"),
+        ({"question": "Who?", "passages": 0}, "passages", "greater than"),
+        ({"question": "Who?", "passages": 21}, "passages", "limit is 20"),
+        ({"question": "Who?", "passages": "5"}, "passages", "integer"),
+        ({"question": "Who?", "top_k": 6}, "top_k", "limit is 5"),
+        ({"question": "Who?", "retriever": "tfidf"}, "retriever", "'bm25'"),
+        ({"question": "Who?", "retriever": "dense"}, "retriever", "no dense vectors"),
+        ({"question": "Who?", "retriever": "hybrid"}, "retriever", "use bm25"),
+        ({"question": "Who?", "context": "x"}, "context", "question, passages, retriever"),
+        (["Who?"], "body", "dictionary"),
+    ],
+)
+def test_ask_validates_like_answer(ask_client, body, field, words):
+    assert_error(ask_client.post("/v1/ask", json=body), 422, field, words)
+
+
+def test_ask_without_an_index_is_501_saying_so(client):
+    assert_error(client.post("/v1/ask", json={"question": "Who?"}), 501, words="--index")
+    # Validation comes first: a bad request is still a 422.
+    assert_error(client.post("/v1/ask", json={"question": " "}), 422, "question")
+    assert client.get("/healthz").json()["index"] is None
+
+
+def test_healthz_and_openapi_describe_the_index(ask_client, client):
+    info = ask_client.get("/healthz").json()["index"]
+    passages = sum(len(ctx) for ctx in sample_contexts().values())  # none over 2,000 characters
+    assert info == {
+        "documents": 3, "passages": passages, "retrievers": ["bm25"], "default_retriever": "bm25"
+    }  # fmt: skip
+    for app, retrievers in ((ask_client, ["bm25"]), (client, ["bm25", "dense", "hybrid"])):
+        spec = app.get("/openapi.json").json()
+        responses = spec["paths"]["/v1/ask"]["post"]["responses"]
+        for code in ("200", "400", "413", "415", "422", "501", "503"):
+            assert code in responses, code
+        fields = spec["components"]["schemas"]["AskRequest"]["properties"]
+        assert fields["question"]["maxLength"] == 200
+        assert fields["passages"]["maximum"] == 20 and fields["top_k"]["maximum"] == 5
+        (named,) = [b for b in fields["retriever"]["anyOf"] if b.get("type") == "string"]
+        assert named["enum"] == retrievers
+        required = spec["components"]["schemas"]["AskResponse"]["required"]
+        assert {"model", "answer", "passages"} <= set(required)
+
+
+def test_serve_refuses_a_folder_that_is_not_an_index(tiny_run, tmp_path, capsys):
+    from squadqa.cli import build_parser, main
+
+    assert build_parser().parse_args(["serve", "--model", "R", "--index", "I"]).index == "I"
+    assert main(["serve", "--model", str(tiny_run), "--index", str(tmp_path)]) == 2
+    assert f"{tmp_path}: not a squadqa index (index.json is missing)" in capsys.readouterr().err
+
+
+def test_serving_imports_no_training_code():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, squadqa.serve.app, squadqa.inference, squadqa.retrieval.dense; "
+        "training = ('squadqa.train', 'squadqa.harness'); "
+        "print(sorted(m for m in sys.modules if m.startswith(training)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

@@ -366,17 +366,26 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from squadqa.serve.app import run
     from squadqa.serve.limits import Limits
 
+    index = None
+    if args.index:  # before the model: a path that is no index fails at once, naming the file
+        from squadqa.retrieval.index import load_index
+
+        index = load_index(args.index)
     batching = None
     if args.batch_requests:
         batching = Batching(max_batch_windows=args.max_batch_windows, max_wait_ms=args.max_wait_ms)
     predictor = QAPredictor.from_run_dir(args.model, runtime=args.runtime, batching=batching)
     predictor.warmup()
+    if index is not None and index.has_vectors:
+        index.query_vectors(["warm-up"])  # the sentence encoder, loaded before the first ask
     mode = "request batching" if batching else "one request at a time"
     print(
         f"serving {predictor.name} ({args.runtime}, {mode}, at most {args.max_queue} requests in "
         f"flight) on http://{args.host}:{args.port}/ (API docs at /docs)"
+        + ("" if index is None else f"; asks {args.index} ({len(index)} passages) at /v1/ask")
     )
-    run(predictor, host=args.host, port=args.port, limits=Limits(max_queue=args.max_queue))
+    limits = Limits(max_queue=args.max_queue)
+    run(predictor, host=args.host, port=args.port, limits=limits, index=index)
     return 0
 
 
@@ -681,6 +690,12 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--model", required=True, metavar="RUN_DIR", help="run directory")
     se.add_argument("--host", default="127.0.0.1")
     se.add_argument("--port", type=int, default=8000)
+    se.add_argument(
+        "--index",
+        metavar="INDEX",
+        help="made by `squadqa index`: loaded once, asked at POST /v1/ask and the page's "
+        "collection mode",
+    )
     _add_runtime_argument(se)
     _add_batching_arguments(se)
     _add_queue_argument(se)

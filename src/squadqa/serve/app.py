@@ -1,5 +1,5 @@
-"""FastAPI app: `POST /v1/answer`, `POST /v1/explain`, `GET /healthz`, the web page at `/`,
-OpenAPI at `/docs`.
+"""FastAPI app: `POST /v1/answer`, `POST /v1/explain`, `POST /v1/ask` (a server started with an
+index), `GET /healthz`, the web page at `/`, OpenAPI at `/docs`.
 
 Every bad request gets a JSON error naming what is wrong, never a 500 or a hang:
 
@@ -12,9 +12,10 @@ Every bad request gets a JSON error naming what is wrong, never a 500 or a hang:
 * 400 for malformed JSON, 415 for a body that is not declared JSON;
 * 422 for a missing, blank (nothing visible: `is_blank`) or non-string field, too many questions,
   a context or question over its length limit, or an unknown field; the message names the field;
-* 501 for `/v1/explain` on a server without the Keras model (`--runtime onnx`);
-* 503 at once when `Limits.max_queue` requests are already in flight (`Admission`), answers and
-  explanations counted together.
+* 501 for `/v1/explain` on a server without the Keras model (`--runtime onnx`), and for
+  `/v1/ask` on a server started without `--index`;
+* 503 at once when `Limits.max_queue` requests are already in flight (`Admission`), answers,
+  explanations and asks counted together.
 
 The model runs in Starlette's thread pool (`run_in_threadpool`) so the event loop keeps serving
 health checks and rejecting bad requests while it computes; `QAPredictor` serialises calls into
@@ -45,13 +46,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from squadqa.explain import BASELINES, METHODS, STEPS, NothingToExplain, quadrature
+from squadqa.retrieval.ask import ask
+from squadqa.retrieval.index import RETRIEVERS
 from squadqa.serve.limits import Limits
 
 if TYPE_CHECKING:
     from squadqa.inference import AnswerDict
+    from squadqa.retrieval.index import Index
 
 ANSWER_PATH = "/v1/answer"
 EXPLAIN_PATH = "/v1/explain"
+ASK_PATH = "/v1/ask"
 
 
 class Predictor(Protocol):
@@ -489,6 +494,94 @@ class ExplainResponse(BaseModel):
     attention: AttentionOut
 
 
+class AskRequest(BaseModel):
+    """One question to the server's index: retrieve passages, read them, cite the best span."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "examples": [{"question": _EXAMPLE["question"], "passages": 5, "top_k": 3}]
+        },
+    )
+
+    question: str = Field(description="the question, answered from the indexed documents")
+    passages: int = Field(default=5, ge=1, description="passages retrieved and read (K)")
+    retriever: Literal[RETRIEVERS] | None = Field(  # type: ignore[valid-type]
+        default=None,
+        description="bm25, dense or hybrid (reciprocal-rank fusion of the two); default hybrid, "
+        "or bm25 on an index built with --no-dense (which has no vectors for the other two)",
+    )
+    top_k: int = Field(default=3, ge=1, description="how many ranked candidates to return")
+
+    @field_validator("question")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        return _non_blank(value)
+
+
+class Citation(BaseModel):
+    text: str = Field(description="exactly the document's text[start:end]")
+    score: float = Field(
+        description="start logit + end logit: raw, so that it compares between passages"
+    )
+    probability: float = Field(
+        description="softmax of the score over the candidates of every passage read, at the "
+        "run's calibrated temperature"
+    )
+    document: int = Field(description="the document's number in the index (-1: no answer)")
+    source: str = Field(description="the file the document was read from")
+    title: str = Field(description="the document's title")
+    passage: int = Field(description="the passage's number in the index (-1: no answer)")
+    passage_start: int = Field(description="character offset of the passage in the document")
+    passage_end: int = Field(description="where the passage ends in the document (exclusive)")
+    start: int = Field(description="character offset of the answer in the document")
+    end: int = Field(description="where the answer ends in the document (exclusive)")
+
+
+class Retrieved(BaseModel):
+    passage: int
+    score: float = Field(description="the retriever's score (for hybrid: the fused RRF score)")
+
+
+class AskAnswer(Citation):
+    question: str
+    no_answer: bool = Field(
+        description="no passage read gave a span (nothing retrieved, or SQuAD 2.0 nulls): text "
+        'is then "" and document and passage -1'
+    )
+    retrieved: list[Retrieved] = Field(description="the passages read, best retrieved first")
+    alternatives: list[Citation] = Field(
+        description="top_k candidate spans over all passages read, by score, the answer first"
+    )
+
+
+class CitedPassage(BaseModel):
+    passage: int
+    document: int
+    source: str
+    title: str
+    start: int = Field(description="character offset of the passage in its document")
+    end: int
+    text: str = Field(description="the passage: the document's text[start:end]")
+
+
+class AskResponse(BaseModel):
+    model: str = Field(description="name of the run directory reading the passages")
+    answer: AskAnswer
+    passages: list[CitedPassage] = Field(
+        description="every passage the answer or an alternative cites, in passage order, so a "
+        "client can show each span in its context"
+    )
+
+
+class IndexInfo(BaseModel):
+    documents: int
+    passages: int
+    retrievers: list[str] = Field(description="the retrievers this index supports")
+    default_retriever: str
+
+
 # --------------------------------------------------------------------------- the app
 
 
@@ -527,9 +620,55 @@ def _questions(request: AnswerRequest, limits: Limits) -> list[str]:
         )
     for i, question in enumerate(questions):
         _check_question(question, field if field == "question" else f"questions[{i}]", limits)
-    if request.top_k > limits.max_top_k:
-        raise ApiError(422, "top_k", f"is {request.top_k}; the limit is {limits.max_top_k}")
+    _check_top_k(request.top_k, limits)
     return questions
+
+
+def _check_top_k(top_k: int, limits: Limits) -> None:
+    if top_k > limits.max_top_k:
+        raise ApiError(422, "top_k", f"is {top_k}; the limit is {limits.max_top_k}")
+
+
+def _check_ask(request: AskRequest, limits: Limits) -> None:
+    """The checks of an ask request that depend on the limits (as `_questions`')."""
+    _check_question(request.question, "question", limits)
+    if request.passages > limits.max_passages:
+        message = f"is {request.passages}; the limit is {limits.max_passages}"
+        raise ApiError(422, "passages", message)
+    _check_top_k(request.top_k, limits)
+
+
+def index_info(index: Index) -> IndexInfo:
+    """What `/healthz` and the page say of the server's index: its size and retrievers (BM25
+    only when it was built with --no-dense)."""
+    dense = index.has_vectors
+    return IndexInfo(
+        documents=len(index.collection.documents),
+        passages=len(index),
+        retrievers=list(RETRIEVERS) if dense else ["bm25"],
+        default_retriever="hybrid" if dense else "bm25",
+    )
+
+
+def cited_passages(index: Index, answer: dict[str, Any]) -> list[dict[str, Any]]:
+    """The passages that an `ask` answer and its alternatives cite, with their text."""
+    numbers = {c["passage"] for c in [answer, *answer["alternatives"]] if c["passage"] >= 0}
+    cited = []
+    for number in sorted(numbers):
+        passage = index.collection.passages[number]
+        document = index.collection.documents[passage.document]
+        cited.append(
+            {
+                "passage": number,
+                "document": passage.document,
+                "source": document.source,
+                "title": document.title,
+                "start": passage.start,
+                "end": passage.end,
+                "text": index.collection.passage_text(number),
+            }
+        )
+    return cited
 
 
 def _check_explain(request: ExplainRequest, limits: Limits) -> None:
@@ -546,9 +685,10 @@ def _check_explain(request: ExplainRequest, limits: Limits) -> None:
         raise ApiError(422, "steps", str(err)) from None
 
 
-def _state_limits(openapi: dict[str, Any], limits: Limits) -> None:
-    """Write the limits `_questions` and `_check_explain` check into `AnswerRequest`'s and
-    `ExplainRequest`'s OpenAPI schemas, for clients.
+def _state_limits(openapi: dict[str, Any], limits: Limits, retrievers: list[str]) -> None:
+    """Write the limits `_questions`, `_check_explain` and `_check_ask` check into
+    `AnswerRequest`'s, `ExplainRequest`'s and `AskRequest`'s OpenAPI schemas, for clients, and the
+    retrievers the server's index supports into `AskRequest`'s.
 
     Stated after the schema is made, not as pydantic constraints: one `AnswerRequest` then serves
     any `Limits`, and the 422s keep `_questions`' messages (the length found and the limit).
@@ -568,6 +708,10 @@ def _state_limits(openapi: dict[str, Any], limits: Limits) -> None:
         ("ExplainRequest", "context", context),
         ("ExplainRequest", "question", question),
         ("ExplainRequest", "steps", {"type": "integer", "maximum": limits.max_explain_steps}),
+        ("AskRequest", "question", question),
+        ("AskRequest", "passages", {"type": "integer", "maximum": limits.max_passages}),
+        ("AskRequest", "top_k", {"type": "integer", "maximum": limits.max_top_k}),
+        ("AskRequest", "retriever", {"type": "string", "enum": retrievers}),
     ):
         prop = schemas[schema]["properties"][field]
         for branch in prop.get("anyOf", [prop]):  # `str | None`: the branch of that type
@@ -581,12 +725,17 @@ def index_html() -> str:
 
 
 def create_app(
-    predictor: Predictor, limits: Limits | None = None, explainer: Explaining | None = None
+    predictor: Predictor,
+    limits: Limits | None = None,
+    explainer: Explaining | None = None,
+    index: Index | None = None,
 ) -> FastAPI:
     """The API around one loaded predictor; `explainer`: what `/v1/explain` runs (default:
-    `default_explainer(predictor)`)."""
+    `default_explainer(predictor)`); `index`: what `/v1/ask` retrieves from (a `load_index`,
+    loaded once; None: `/v1/ask` answers 501), read by the predictor (a `QAPredictor`)."""
     limits = limits or Limits()
     explainer = explainer or default_explainer(predictor)
+    info = None if index is None else index_info(index)
     app = FastAPI(
         title="squadqa",
         summary="Extractive question answering: the answer is a span of the given context.",
@@ -597,6 +746,7 @@ def create_app(
     # The last added runs first: the body is read (and limited) before admission.
     app.add_middleware(admission.gate, method="POST", path=ANSWER_PATH)
     app.add_middleware(admission.gate, method="POST", path=EXPLAIN_PATH)
+    app.add_middleware(admission.gate, method="POST", path=ASK_PATH)
     app.add_middleware(
         BodyLimitMiddleware, max_bytes=limits.max_body_bytes, timeout_s=limits.body_timeout_s
     )
@@ -604,7 +754,8 @@ def create_app(
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:  # FastAPI.openapi makes and caches it
-            _state_limits(FastAPI.openapi(app), limits)
+            retrievers = list(RETRIEVERS) if info is None else info.retrievers
+            _state_limits(FastAPI.openapi(app), limits, retrievers)
         return app.openapi_schema  # type: ignore[return-value]
 
     app.openapi = openapi  # type: ignore[method-assign]  (FastAPI's documented way to extend it)
@@ -628,10 +779,12 @@ def create_app(
                 "unsupported_media_type",
                 "send a JSON object with Content-Type: application/json",
             )
+        schemas = {EXPLAIN_PATH: ExplainRequest, ASK_PATH: AskRequest}
+        schema = schemas.get(request.url.path)
         known = (
-            ", ".join(ExplainRequest.model_fields)
-            if request.url.path == EXPLAIN_PATH
-            else "context, question or questions, top_k"
+            "context, question or questions, top_k"
+            if schema is None
+            else ", ".join(schema.model_fields)
         )
         fields = [{"field": _field_name(e["loc"]), "message": _message(e, known)} for e in errors]
         message = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
@@ -704,6 +857,55 @@ def create_app(
         except NothingToExplain as err:
             raise ApiError(422, "context", str(err)) from None
 
+    ask_responses = {
+        **error_responses,
+        501: {"model": ErrorResponse, "description": "no index (serve with --index INDEX)"},
+    }
+    encoding = threading.Lock()
+
+    def ask_index(request: AskRequest, retriever: str) -> dict[str, Any]:
+        assert index is not None
+        vectors = None
+        if retriever != "bm25":
+            with encoding:  # the sentence encoder loads on first use: once, by one thread
+                vectors = index.query_vectors([request.question])
+        (answer,) = ask(
+            predictor,
+            index,
+            [request.question],
+            request.passages,
+            retriever,
+            request.top_k,
+            query_vectors=vectors,
+        )
+        return {
+            "model": predictor.name,
+            "answer": answer,
+            "passages": cited_passages(index, answer),
+        }
+
+    @app.post(ASK_PATH, response_model=AskResponse, responses=ask_responses)
+    async def ask_collection(request: AskRequest) -> Any:
+        """Answer a question from the server's index (`squadqa serve --index`): retrieve the
+        `passages` best passages, read them in one batch, and cite the best span by document,
+        passage and character offsets in the document (what `squadqa ask --json` prints)."""
+        _check_ask(request, limits)
+        if index is None or info is None:
+            message = (
+                "this server has no index to ask: start it with `squadqa serve --model RUN "
+                "--index INDEX` (an index made by `squadqa index`), or send the context to "
+                f"{ANSWER_PATH}"
+            )
+            return _error(501, "not_implemented", message)
+        retriever = request.retriever or info.default_retriever
+        if retriever not in info.retrievers:
+            message = (
+                f"is {retriever!r}, but the index has no dense vectors (it was built with "
+                "--no-dense): use bm25"
+            )
+            raise ApiError(422, "retriever", message)
+        return await run_in_threadpool(ask_index, request, retriever)
+
     # HEAD answers like GET without the body (uvicorn drops it); left out of the schema, where
     # HTTP implies it.
     @app.head("/healthz", include_in_schema=False)
@@ -711,17 +913,18 @@ def create_app(
     async def healthz() -> dict[str, Any]:
         """Liveness: the model is loaded and the server answers; `queue_depth`: requests
         accepted and not yet answered (in the model or waiting for it), at most
-        `limits.max_queue`."""
+        `limits.max_queue`; `index`: the index `/v1/ask` answers from (null: none, 501)."""
         return {
             "status": "ok",
             "model": predictor.name,
             "queue_depth": admission.depth,
             "limits": asdict(limits),
+            "index": None if info is None else info.model_dump(),
         }
 
     @app.head("/", include_in_schema=False)
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def index() -> HTMLResponse:
+    async def home() -> HTMLResponse:
         return HTMLResponse(page)
 
     return app
@@ -755,12 +958,16 @@ def json_bad_request_protocol() -> type[asyncio.Protocol]:
 
 
 def run(
-    predictor: Predictor, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None
+    predictor: Predictor,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    limits: Limits | None = None,
+    index: Index | None = None,
 ) -> None:
     """Serve with uvicorn (blocking)."""
     import uvicorn
 
-    app = create_app(predictor, limits)
+    app = create_app(predictor, limits, index=index)
     uvicorn.run(app, host=host, port=port, http=json_bad_request_protocol())
 
 

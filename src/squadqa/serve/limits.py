@@ -31,6 +31,9 @@ class Limits:
     max_questions: int = setting(16, "most questions in one request")
     max_question_chars: int = setting(1_000, "longest question, in characters")
     max_top_k: int = setting(20, "most ranked candidates per question")
+    max_passages: int = setting(
+        20, "most passages one /v1/ask request retrieves and reads (its cost grows with them)"
+    )
     max_explain_steps: int = setting(
         128, "most integrated-gradients steps of one /v1/explain request (its cost grows with them)"
     )
