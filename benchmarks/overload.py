@@ -86,7 +86,14 @@ class FakeModel:
             time.sleep(self.seconds)
         span = {"text": context[:4], "score": 1.0, "start": 0, "end": 4, "probability": 1.0}
         return [
-            {**span, "question": q, "no_answer": False, "null_score": 0.0, "alternatives": [span]}
+            {
+                **span,
+                "question": q,
+                "no_answer": False,
+                "null_score": 0.0,
+                "no_answer_probability": None,
+                "alternatives": [span],
+            }
             for q in questions
         ]
 

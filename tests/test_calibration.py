@@ -279,6 +279,33 @@ def test_a_squad2_run_calibrates_no_answer(squad2_run: Path) -> None:
     assert top["fit_questions"] + top["held_out_questions"] < len(nbest)
 
 
+def test_a_calibrated_squad2_run_serves_the_no_answer_probability(
+    squad2_run: Path, tiny_run: Path
+) -> None:
+    """`answer` reports P("no answer" is right): the softmax share of "no answer" (best span +
+    null score - threshold) beside every span candidate, at the fitted no-answer temperature,
+    computed here by hand; v1.1 runs report None."""
+    from squadqa.cli import main
+    from squadqa.data import load_squad
+    from squadqa.inference import QAPredictor
+
+    assert main(["calibrate", str(squad2_run)]) == 0
+    record = json.loads((squad2_run / rundir.CALIBRATION).read_text())["no_answer"]
+    t_na, threshold = record["temperature"], record["null_threshold"]
+    predictor = QAPredictor.from_run_dir(squad2_run)
+    assert predictor.span_config.no_answer_temperature == t_na != 1.0
+    example = load_squad(squad2_run.parent / "squad2-sample.json.gz").examples[0]
+    (got,) = predictor.answer(example.context, [example.question], top_k=1000)
+    scores = [a["score"] for a in got["alternatives"]]  # every candidate, the best first
+    assert len(scores) > 1
+    z = [(scores[0] + got["null_score"] - threshold) / t_na] + [s / t_na for s in scores]
+    by_hand = math.exp(z[0]) / sum(math.exp(v) for v in z)
+    assert got["no_answer_probability"] == pytest.approx(by_hand, rel=1e-9)
+    assert got["no_answer"] == (got["null_score"] > threshold)
+    (v1,) = QAPredictor.from_run_dir(tiny_run).answer(example.context, [example.question])
+    assert v1["no_answer_probability"] is None
+
+
 def test_calibrate_names_a_question_missing_from_the_dev_data_or_the_null_odds() -> None:
     nbest = {"q1": [{"text": "a", "score": 1.0}]}
     with pytest.raises(ValueError, match=r"nbest_predictions.json: question 'q1' is not in"):

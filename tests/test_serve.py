@@ -59,6 +59,7 @@ class FakePredictor:
             span = {"text": context[:4], "score": 1.0, "start": 0, "end": 4, "probability": 1.0}
             answers.append(
                 {**span, "question": question, "no_answer": False, "null_score": 0.0,
+                 "no_answer_probability": None,
                  "alternatives": [span]}
             )  # fmt: skip
         return answers

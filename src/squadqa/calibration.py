@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from squadqa import rundir
+from squadqa.postprocess import no_answer_candidate
 
 # Temperatures searched (log-uniform): far beyond what any sane model needs on either side.
 T_RANGE = (0.05, 20.0)
@@ -213,7 +214,7 @@ def calibrate(
         if null_odds is not None:
             if qid not in null_odds:
                 raise ValueError(f"{rundir.NULL_ODDS}: no entry for question {qid!r}")
-            null = candidates[0]["score"] + null_odds[qid] - null_threshold
+            null = no_answer_candidate(candidates[0]["score"], null_odds[qid], null_threshold)
             no_answer[side][0].append(np.concatenate([[null], spans]))
             no_answer[side][1].append(not gold.get(qid))
         if not gold.get(qid):  # unanswerable (SQuAD 2.0)

@@ -61,6 +61,7 @@ class AnswerDict(Span):
     question: str
     no_answer: bool
     null_score: float  # null (CLS) score minus the best span's; no answer above the threshold
+    no_answer_probability: float | None  # SQuAD 2.0: P("no answer" is right); v1.1: None
     alternatives: list[Span]
 
 
@@ -311,6 +312,9 @@ class QAPredictor:
         fitted = rundir.temperature(run_dir)  # `squadqa calibrate`
         if fitted is not None:
             span_config = dataclasses.replace(span_config, temperature=fitted)
+        fitted = rundir.temperature(run_dir, of="no_answer")
+        if span_config.version_2 and fitted is not None:
+            span_config = dataclasses.replace(span_config, no_answer_temperature=fitted)
         return cls(
             model=model,
             tokenizer=load_tokenizer(run_dir / TOKENIZER),
@@ -383,6 +387,9 @@ class QAPredictor:
                     **best,
                     no_answer=no_answer,
                     null_score=predictions.null_scores[example.id],
+                    no_answer_probability=predictions.no_answer_probability(
+                        example.id, self.span_config
+                    ),
                     alternatives=[_span(c) for c in ranked[:top_k]],
                 )
             )

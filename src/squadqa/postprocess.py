@@ -36,9 +36,16 @@ class SpanConfig:
         "probability (ranking unchanged); a run serves the one `squadqa calibrate` fitted",
     )
 
+    no_answer_temperature: float = setting(
+        1.0,
+        'SQuAD 2.0: temperature of the probability that "no answer" is right (no_answer_candidate '
+        "in the softmax); a run serves the one `squadqa calibrate` fitted",
+    )
+
     def __post_init__(self) -> None:
-        if not self.temperature > 0:
-            raise ValueError(f"postprocess.temperature={self.temperature} must be > 0")
+        for name in ("temperature", "no_answer_temperature"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"postprocess.{name}={getattr(self, name)} must be > 0")
 
 
 @dataclass(frozen=True)
@@ -93,6 +100,19 @@ class Predictions:
             config.version_2 and self.null_scores[qid] > config.null_threshold
         )
 
+    def no_answer_probability(self, qid: str, config: SpanConfig) -> float | None:
+        """SQuAD 2.0: the probability that "no answer" is right, the softmax share of
+        `no_answer_candidate` beside the n-best spans at `config.no_answer_temperature`; None
+        for v1.1 runs and for a question without any span (no answer by rule)."""
+        ranked = self.nbest[qid]
+        if not config.version_2 or not ranked:
+            return None
+        scores = np.array([c.score for c in ranked], dtype=np.float64)
+        null = no_answer_candidate(scores[0], self.null_scores[qid], config.null_threshold)
+        z = np.concatenate([[null], scores]) / config.no_answer_temperature
+        z = np.exp(z - z.max())
+        return float(z[0] / z.sum())
+
     def save(self, directory: str | Path) -> None:
         """`predictions.json` (official format), `nbest_predictions.json`, `null_odds.json`."""
         directory = Path(directory)
@@ -102,6 +122,13 @@ class Predictions:
             {k: [c.to_dict() for c in v] for k, v in self.nbest.items()},
         )
         rundir.write_json(directory / rundir.NULL_ODDS, self.null_scores)
+
+
+def no_answer_candidate(best_score: float, null_odds: float, null_threshold: float) -> float:
+    """The score of "no answer" as one more candidate beside the spans: the best span's score
+    plus the null odds minus the threshold, so it ranks first exactly when the run answers "no
+    answer" (`squadqa calibrate` fits its temperature on the same score)."""
+    return best_score + null_odds - null_threshold
 
 
 def window_candidates(

@@ -148,10 +148,16 @@ def save_weights(model: Any, path: Path) -> None:
         model.save_weights(Path(scratch) / Path(path).name)
 
 
-def temperature(run_dir: Path) -> float | None:
-    """The temperature `squadqa calibrate` fitted (`calibration.json`), None before it ran."""
+def temperature(run_dir: Path, of: str = "answer") -> float | None:
+    """A temperature `squadqa calibrate` fitted (`calibration.json`): of the top `answer`, or
+    of `no_answer` (SQuAD 2.0 runs); None before it ran (or no such temperature)."""
     path = Path(run_dir) / CALIBRATION
-    return float(read_json(path)["temperature"]) if path.is_file() else None
+    if not path.is_file():
+        return None
+    record = read_json(path)
+    if of == "no_answer":
+        record = record.get("no_answer") or {}
+    return float(record["temperature"]) if "temperature" in record else None
 
 
 def null_threshold(run_dir: Path) -> float | None:

@@ -358,6 +358,10 @@ class AnswerOut(Span):
         description="null ([CLS]) score minus the best span's score: the higher, the surer "
         "the model is that the context holds no answer"
     )
+    no_answer_probability: float | None = Field(
+        description='SQuAD 2.0 runs: the probability that "no answer" is right (calibrated by '
+        "`squadqa calibrate`); null for SQuAD 1.1 runs"
+    )
     alternatives: list[Span] = Field(
         description="top_k candidate spans by score, the best first (the answer itself unless "
         "no_answer)"
