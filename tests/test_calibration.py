@@ -305,6 +305,17 @@ def test_a_calibrated_squad2_run_serves_the_no_answer_probability(
     (v1,) = QAPredictor.from_run_dir(tiny_run).answer(example.context, [example.question])
     assert v1["no_answer_probability"] is None
 
+    # `predict --na-prob`: the same probabilities per id, in the official evaluation's format.
+    data, out = squad2_run.parent / "squad2-sample.json.gz", squad2_run.parent / "pred.json"
+    na_prob = squad2_run.parent / "na_prob.json"
+    args = ["predict", "--model", str(squad2_run), "--data", str(data), "--out", str(out)]
+    assert main([*args, "--na-prob", str(na_prob)]) == 0
+    probs = json.loads(na_prob.read_text())
+    assert set(probs) == set(json.loads(out.read_text()))
+    assert probs[example.id] == pytest.approx(by_hand, rel=1e-9)
+    assert main(["evaluate", str(data), str(out), "--na-prob-file", str(na_prob)]) == 0
+    assert main([*args[:2], str(tiny_run), *args[3:], "--na-prob", str(na_prob)]) == 2  # v1.1
+
 
 def test_calibrate_names_a_question_missing_from_the_dev_data_or_the_null_odds() -> None:
     nbest = {"q1": [{"text": "a", "score": 1.0}]}

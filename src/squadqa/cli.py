@@ -350,12 +350,16 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     predictor = QAPredictor.from_run_dir(args.model, runtime=args.runtime)
     started = time.perf_counter()
-    predictions = predictor.predict_file(args.data, args.out, args.nbest, args.batch_size)
+    predictions = predictor.predict_file(
+        args.data, args.out, args.nbest, args.batch_size, na_prob_path=args.na_prob
+    )
     seconds = time.perf_counter() - started
     print(
         f"wrote {len(predictions.answers)} predictions to {args.out}"
         + (f" and n-best lists to {args.nbest}" if args.nbest else "")
-        + f" in {seconds:.1f}s (score them with: squadqa evaluate {args.data} {args.out})"
+        + (f" and no-answer probabilities to {args.na_prob}" if args.na_prob else "")
+        + f" in {seconds:.1f}s (score them with: squadqa evaluate {args.data} {args.out}"
+        + (f" --na-prob-file {args.na_prob})" if args.na_prob else ")")
     )
     return 0
 
@@ -682,6 +686,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--data", required=True, help="SQuAD JSON (plain or .gz), or 'sample'")
     pr.add_argument("--out", required=True, help="predictions.json to write ({id: answer})")
     pr.add_argument("--nbest", help="also write the n-best candidates per id here")
+    pr.add_argument(
+        "--na-prob",
+        help='SQuAD 2.0 runs: also write {id: P("no answer" is right)} here, calibrated by '
+        "`squadqa calibrate` (evaluate's --na-prob-file)",
+    )
     pr.add_argument("--batch-size", type=int, help="windows per batch (default: the run's)")
     _add_runtime_argument(pr)
     pr.set_defaults(func=_cmd_predict)

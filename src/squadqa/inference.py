@@ -402,12 +402,17 @@ class QAPredictor:
         nbest_path: str | Path | None = None,
         batch_size: int | None = None,
         progress: bool = True,
+        na_prob_path: str | Path | None = None,
     ) -> Predictions:
-        """Official-format predictions (`{id: answer}`) for a SQuAD file, and optionally n-best."""
+        """Official-format predictions (`{id: answer}`) for a SQuAD file, and optionally n-best
+        and (SQuAD 2.0 runs) the official evaluation's no-answer probabilities (`{id: P("no
+        answer" is right)}`, 1 for a question without any span)."""
         from tqdm import tqdm
 
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be at least 1")
+        if na_prob_path is not None and not self.span_config.version_2:
+            raise ValueError("no-answer probabilities need a SQuAD 2.0 run (postprocess.version_2)")
         data = load_squad(data_path)
         features = self.features(data.examples)
         with tqdm(
@@ -418,6 +423,12 @@ class QAPredictor:
         if nbest_path is not None:
             nbest = {k: [c.to_dict() for c in v] for k, v in predictions.nbest.items()}
             write_json(Path(nbest_path), nbest)
+        if na_prob_path is not None:
+            na_probs = {}
+            for qid in predictions.answers:
+                p = predictions.no_answer_probability(qid, self.span_config)
+                na_probs[qid] = 1.0 if p is None else p
+            write_json(Path(na_prob_path), na_probs)
         return predictions
 
     def warmup(self) -> None:
