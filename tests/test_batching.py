@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from squadqa.data import Example
-from squadqa.inference import Batching, QAPredictor, RequestBatcher
+from squadqa.inference import QAPredictor
+from squadqa.serve.batching import Batching, RequestBatcher, batch_requests
 
 CONTEXT = (
     "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France. "
@@ -95,7 +96,8 @@ def test_one_failing_request_does_not_fail_the_others(predictor) -> None:
 
 def test_batched_predictor_answers_like_the_unbatched_one(tiny_run, predictor) -> None:
     # A long max_wait: concurrent requests are gathered; a lone one must still not wait for it.
-    batched = QAPredictor.from_run_dir(tiny_run, batching=Batching(max_wait_ms=60_000))
+    batched = QAPredictor.from_run_dir(tiny_run)
+    batch_requests(batched, Batching(max_wait_ms=60_000))
     lone = threading.Thread(target=batched.answer, args=(CONTEXT, QUESTIONS[:1]))
     lone.start()
     lone.join(30)

@@ -181,7 +181,7 @@ def test_answer_does_not_depend_on_other_questions(exported_tiny: Path, runtime:
     batch); it must be exact, the float runtimes agree to float noise."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from squadqa.inference import Batching
+    from squadqa.serve.batching import Batching, batch_requests
 
     question = "Who is it named after?"
     alone = QAPredictor.from_run_dir(exported_tiny, runtime=runtime).answer(EIFFEL, [question])[0]
@@ -189,15 +189,12 @@ def test_answer_does_not_depend_on_other_questions(exported_tiny: Path, runtime:
     paired = [predictor.answer(EIFFEL, [question, other])[0] for other in NEIGHBOURS]
     # Room for every request's windows in one call (16 requests, 36 windows): with the default 32
     # the number of calls would depend on how many requests the held call took.
-    batched = QAPredictor.from_run_dir(
-        exported_tiny, runtime=runtime, batching=Batching(max_batch_windows=256)
-    )
-    assert batched._batcher is not None
+    batched = QAPredictor.from_run_dir(exported_tiny, runtime=runtime)
+    batcher = batch_requests(batched, Batching(max_batch_windows=256))
     asks = [[question]] * 4 + [[q] for q in NEIGHBOURS] * 4
     # Hold the model while the requests arrive: each is then either in the batcher's held model
     # call or queued behind it, and the queued ones go through together in the next call,
     # whatever the machine's speed.
-    batcher = batched._batcher
     with ThreadPoolExecutor(len(asks)) as pool:
         with batched._lock:
             futures = [pool.submit(batched.answer, EIFFEL, ask) for ask in asks]

@@ -366,7 +366,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     squadqa.import_backend_only()
-    from squadqa.inference import Batching, QAPredictor
+    from squadqa.inference import QAPredictor
     from squadqa.serve.app import run
     from squadqa.serve.limits import Limits
 
@@ -375,10 +375,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         from squadqa.retrieval.index import load_index
 
         index = load_index(args.index)
+    predictor = QAPredictor.from_run_dir(args.model, runtime=args.runtime)
     batching = None
     if args.batch_requests:
+        from squadqa.serve.batching import Batching, batch_requests
+
         batching = Batching(max_batch_windows=args.max_batch_windows, max_wait_ms=args.max_wait_ms)
-    predictor = QAPredictor.from_run_dir(args.model, runtime=args.runtime, batching=batching)
+        batch_requests(predictor, batching)
     predictor.warmup()
     if index is not None and index.has_vectors:
         index.query_vectors(["warm-up"])  # the sentence encoder, loaded before the first ask
@@ -446,7 +449,7 @@ def _add_setting_arguments(
 
 def _add_batching_arguments(parser: argparse.ArgumentParser) -> None:
     """`--batch-requests` and the `Batching` fields."""
-    from squadqa.inference import Batching
+    from squadqa.serve.batching import Batching
 
     parser.add_argument(
         "--batch-requests",
