@@ -92,7 +92,10 @@ def np_attention(
 def np_feed_forward(layer: FeedForward, x: np.ndarray) -> np.ndarray:
     w1, b1 = (np.asarray(a, np.float64) for a in layer.intermediate_dense.get_weights())
     w2, b2 = (np.asarray(a, np.float64) for a in layer.output_dense.get_weights())
-    return np_gelu(x @ w1 + b1, approximate=layer.hidden_act == "gelu_tanh") @ w2 + b2
+    h = x @ w1 + b1
+    if layer.hidden_act == "relu":
+        return np.maximum(h, 0.0) @ w2 + b2
+    return np_gelu(h, approximate=layer.hidden_act == "gelu_tanh") @ w2 + b2
 
 
 def np_block(block: TransformerBlock, x: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
@@ -285,13 +288,22 @@ def test_attention_rejects_bad_heads() -> None:
 # feed-forward, block, span head
 
 
-@pytest.mark.parametrize("act", ["gelu", "gelu_tanh"])
+@pytest.mark.parametrize("act", ["gelu", "gelu_tanh", "relu"])
 def test_feed_forward_matches_numpy(act: str) -> None:
     layer = FeedForward(8, 16, hidden_act=act, dropout=0.0)
     layer.build()
     randomize(layer, seed=8, scale=1.0)
     x = np.random.default_rng(6).normal(size=(2, 5, 8)).astype("float32")
     np.testing.assert_allclose(to_np(layer(x)), np_feed_forward(layer, x), atol=1e-4)
+
+
+def test_every_configurable_activation_has_a_layer_and_no_other() -> None:
+    from squadqa.architecture import HIDDEN_ACTS
+    from squadqa.layers.transformer import ACTIVATIONS
+
+    assert set(ACTIVATIONS) == set(HIDDEN_ACTS)
+    with pytest.raises(ValueError, match="hidden_act must be one of"):
+        FeedForward(8, 16, hidden_act="swish")
 
 
 def test_exact_and_tanh_gelu_differ() -> None:

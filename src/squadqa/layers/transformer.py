@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import keras
 from keras import ops
 
-from squadqa.architecture import HIDDEN_ACTS
 from squadqa.layers.attention import MultiHeadSelfAttention
 from squadqa.layers.embeddings import ROPE_BASE
 
-
-def activation(x: Any, name: str) -> Any:
-    """``gelu``: exact erf form (BERT, HF ``"gelu"``); ``gelu_tanh``: the tanh approximation."""
-    if name == "gelu":
-        return ops.gelu(x, approximate=False)
-    if name == "gelu_tanh":
-        return ops.gelu(x, approximate=True)
-    if name == "relu":
-        return ops.relu(x)
-    raise ValueError(f"hidden_act must be one of {HIDDEN_ACTS}, got {name!r}")
+# Every `QAConfig.hidden_act` (architecture.HIDDEN_ACTS names them; a test keeps the two equal).
+# gelu: the exact erf form (BERT, HF "gelu"); gelu_tanh: the tanh approximation.
+ACTIVATIONS: dict[str, Callable[[Any], Any]] = {
+    "gelu": lambda x: ops.gelu(x, approximate=False),
+    "gelu_tanh": lambda x: ops.gelu(x, approximate=True),
+    "relu": ops.relu,
+}
 
 
 @keras.saving.register_keras_serializable(package="squadqa")
@@ -40,8 +37,8 @@ class FeedForward(keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if hidden_act not in HIDDEN_ACTS:
-            raise ValueError(f"hidden_act must be one of {HIDDEN_ACTS}, got {hidden_act!r}")
+        if hidden_act not in ACTIVATIONS:
+            raise ValueError(f"hidden_act must be one of {tuple(ACTIVATIONS)}, got {hidden_act!r}")
         self.hidden_size = hidden_size
         self.intermediate_size = intermediate_size
         self.hidden_act = hidden_act
@@ -67,7 +64,7 @@ class FeedForward(keras.layers.Layer):
         self.built = True
 
     def call(self, hidden_states: Any, training: bool | None = None) -> Any:
-        intermediate = activation(self.intermediate_dense(hidden_states), self.hidden_act)
+        intermediate = ACTIVATIONS[self.hidden_act](self.intermediate_dense(hidden_states))
         return self.dropout(self.output_dense(intermediate), training=training)
 
     def compute_output_shape(self, input_shape: Any) -> tuple:
