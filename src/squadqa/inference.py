@@ -61,6 +61,28 @@ class AnswerDict(Span):
     alternatives: list[Span]
 
 
+# What each field of `Span` and `AnswerDict` means. The HTTP API's response models
+# (`squadqa.serve.app`) are made from these TypedDicts and this text: one definition of an answer.
+ANSWER_FIELDS_HELP: dict[str, str] = {
+    "text": "exactly context[start:end]",
+    "score": "start logit + end logit",
+    "start": "character offset in the context where the answer starts",
+    "end": "character offset where it ends (exclusive)",
+    "probability": "softmax of the score over the n-best candidates, at the temperature "
+    "`squadqa calibrate` fitted (then: the chance that the top answer is exactly right)",
+    "question": "the question, as asked",
+    "no_answer": "the model finds no answer in the context (SQuAD 2.0 runs: null score above "
+    'the threshold chosen on dev); text is then "", score and probability 0, and alternatives '
+    "still list the best spans",
+    "null_score": "null ([CLS]) score minus the best span's score: the higher, the surer the "
+    "model is that the context holds no answer",
+    "no_answer_probability": 'SQuAD 2.0 runs: the probability that "no answer" is right '
+    "(calibrated by `squadqa calibrate`); null for SQuAD 1.1 runs",
+    "alternatives": "top_k candidate spans by score, the best first (the answer itself unless "
+    "no_answer)",
+}
+
+
 def _span(candidate: Candidate) -> Span:
     return Span(
         text=candidate.text,

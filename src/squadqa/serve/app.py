@@ -30,6 +30,7 @@ import re
 import socket
 import threading
 import time
+import typing
 import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,18 +41,19 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from squadqa.explain import BASELINES, METHODS, STEPS, NothingToExplain, quadrature
+from squadqa.inference import ANSWER_FIELDS_HELP, AnswerDict
+from squadqa.inference import Span as SpanDict
 from squadqa.retrieval.ask import ask
 from squadqa.retrieval.index import RETRIEVERS
 from squadqa.serve.limits import Limits
 
 if TYPE_CHECKING:
-    from squadqa.inference import AnswerDict
     from squadqa.retrieval.index import Index
 
 ANSWER_PATH = "/v1/answer"
@@ -336,36 +338,18 @@ class AnswerRequest(BaseModel):
         return values
 
 
-class Span(BaseModel):
-    text: str = Field(description="exactly context[start:end]")
-    score: float = Field(description="start logit + end logit")
-    start: int = Field(description="character offset in the context where the answer starts")
-    end: int = Field(description="character offset where it ends (exclusive)")
-    probability: float = Field(
-        description="softmax of the score over the n-best candidates, at the temperature "
-        "`squadqa calibrate` fitted (then: the chance that the top answer is exactly right)"
-    )
+def _response_model(typed: Any, name: str, **types: Any) -> type[BaseModel]:
+    """The pydantic model of a `squadqa.inference` TypedDict, each field described by
+    `ANSWER_FIELDS_HELP`; `types`: fields the API types otherwise (as models of their own)."""
+    fields = {
+        key: (types.get(key, hint), Field(description=ANSWER_FIELDS_HELP[key]))
+        for key, hint in typing.get_type_hints(typed).items()
+    }
+    return create_model(name, **fields)
 
 
-class AnswerOut(Span):
-    question: str
-    no_answer: bool = Field(
-        description="the model finds no answer in the context (SQuAD 2.0 runs: null score above "
-        'the threshold chosen on dev); text is then "", score and probability 0, and '
-        "alternatives still list the best spans"
-    )
-    null_score: float = Field(
-        description="null ([CLS]) score minus the best span's score: the higher, the surer "
-        "the model is that the context holds no answer"
-    )
-    no_answer_probability: float | None = Field(
-        description='SQuAD 2.0 runs: the probability that "no answer" is right (calibrated by '
-        "`squadqa calibrate`); null for SQuAD 1.1 runs"
-    )
-    alternatives: list[Span] = Field(
-        description="top_k candidate spans by score, the best first (the answer itself unless "
-        "no_answer)"
-    )
+Span = _response_model(SpanDict, "Span")
+AnswerOut = _response_model(AnswerDict, "AnswerOut", alternatives=list[Span])
 
 
 class AnswerResponse(BaseModel):
