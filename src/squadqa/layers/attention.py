@@ -27,12 +27,8 @@ from typing import Any
 import keras
 from keras import ops
 
-from squadqa.layers.embeddings import (
-    ROPE_BASE,
-    apply_rotary,
-    rotary_cos_sin,
-    sequence_positions,
-)
+from squadqa.layers.embeddings import sequence_positions
+from squadqa.layers.rotary import ROPE_BASE, apply_rotary, rotary_cos_sin
 
 ATTENTION_IMPLS = ("auto", "fused", "explicit")
 _MASKED_SCORE = -1e9  # added in float32 only; exp() underflows to exactly 0

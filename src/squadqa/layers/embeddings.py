@@ -7,7 +7,7 @@ Three position schemes share one layer so a config switch is all it takes to com
   ``PE[pos, 2i] = sin(pos / 10000^(2i/d))`` and ``PE[pos, 2i+1] = cos(pos / 10000^(2i/d))``;
   nothing to train, nothing saved (no ``sqrt(d)`` scaling of the token embeddings, as in BERT).
 - ``rotary``: no absolute vector is added here; attention rotates queries and keys instead
-  (:func:`rotary_cos_sin`, :func:`apply_rotary`), so scores depend on relative offsets only.
+  (`squadqa.layers.rotary`), so scores depend on relative offsets only.
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ import keras
 from keras import ops
 
 from squadqa.architecture import POSITION_EMBEDDINGS
-
-ROPE_BASE = 10000.0
 
 
 def sinusoidal_position_encoding(positions: Any, dim: int, base: float = 10000.0) -> Any:
@@ -47,36 +45,6 @@ def sequence_positions(x: Any) -> Any:
     while len(row.shape) > 1:
         row = row[:, 0]
     return ops.cast(ops.cumsum(row, axis=0) - 1, "int32")
-
-
-def rotary_cos_sin(positions: Any, head_dim: int, base: float = ROPE_BASE) -> tuple[Any, Any]:
-    """cos/sin tables ``[seq, head_dim]`` for RoPE in the half-split ("rotate_half") layout.
-
-    `positions`: a ``[seq]`` tensor (:func:`sequence_positions`) or a length (``0 .. n-1``).
-    Dimension ``i`` and ``i + head_dim/2`` form one rotating pair with angle
-    ``pos * base^(-2i/head_dim)``; both halves of the table repeat the same angles.
-    """
-    if head_dim % 2:
-        raise ValueError(f"rotary position embedding needs an even head size, got {head_dim}")
-    if isinstance(positions, int):
-        positions = ops.arange(positions)
-    positions = ops.cast(positions, "float32")
-    inv_freq = ops.exp(ops.arange(0, head_dim, 2, dtype="float32") * (-math.log(base) / head_dim))
-    angles = positions[:, None] * inv_freq[None, :]  # [seq, head_dim/2]
-    angles = ops.concatenate([angles, angles], axis=-1)  # [seq, head_dim]
-    return ops.cos(angles), ops.sin(angles)
-
-
-def apply_rotary(x: Any, cos: Any, sin: Any) -> Any:
-    """Rotate ``x`` of shape ``[batch, seq, heads, head_dim]`` by per-position angles."""
-    x = ops.convert_to_tensor(x)
-    half = ops.shape(x)[-1] // 2
-    x1 = x[..., :half]
-    x2 = x[..., half:]
-    rotated_half = ops.concatenate([-x2, x1], axis=-1)
-    cos = ops.cast(cos, x.dtype)[None, :, None, :]
-    sin = ops.cast(sin, x.dtype)[None, :, None, :]
-    return x * cos + rotated_half * sin
 
 
 @keras.saving.register_keras_serializable(package="squadqa")

@@ -9,7 +9,7 @@ import keras
 from keras import ops
 
 from squadqa.layers.attention import MultiHeadSelfAttention
-from squadqa.layers.embeddings import ROPE_BASE
+from squadqa.layers.rotary import ROPE_BASE
 
 # Every `QAConfig.hidden_act` (architecture.HIDDEN_ACTS names them; a test keeps the two equal).
 # gelu: the exact erf form (BERT, HF "gelu"); gelu_tanh: the tanh approximation.
