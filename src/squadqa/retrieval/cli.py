@@ -7,19 +7,17 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import squadqa
-
-if TYPE_CHECKING:
-    from squadqa.retrieval.index import Index
-
-RETRIEVER_CHOICES = ("bm25", "dense", "hybrid")  # squadqa.retrieval.index.RETRIEVERS
+from squadqa.retrieval.index import (  # numpy only: --help stays quick
+    RETRIEVERS,
+    Index,
+    add_documents,
+    load_index,
+)
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
-    from squadqa.retrieval.index import add_documents
-
     started = time.perf_counter()
     documents, passages, appended = add_documents(
         args.docs, args.out, dense=not args.no_dense, max_chars=args.max_chars
@@ -63,7 +61,6 @@ def _cmd_ask(args: argparse.Namespace) -> int:
     squadqa.import_backend_only()
     from squadqa.inference import QAPredictor
     from squadqa.retrieval.ask import ask
-    from squadqa.retrieval.index import load_index
 
     index = load_index(args.index)
     predictor = QAPredictor.from_run_dir(args.model, runtime=args.runtime)
@@ -78,7 +75,6 @@ def _cmd_ask(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate_open(args: argparse.Namespace) -> int:
     from squadqa.retrieval.evaluate import evaluate_open
-    from squadqa.retrieval.index import load_index
 
     predictor = None
     if args.model:
@@ -88,7 +84,7 @@ def _cmd_evaluate_open(args: argparse.Namespace) -> int:
         predictor = QAPredictor.from_run_dir(args.model, runtime=args.runtime)
     rows = evaluate_open(
         args.data,
-        retrievers=args.retriever or RETRIEVER_CHOICES,
+        retrievers=args.retriever or RETRIEVERS,
         settings=args.setting or ("article", "collection"),
         predictor=predictor,
         passages=args.passages,
@@ -149,7 +145,7 @@ def add_commands(
     ak.add_argument("--index", required=True, metavar="INDEX", help="made by `squadqa index`")
     ak.add_argument("question", nargs="+", help="one or more questions")
     ak.add_argument("--passages", type=int, default=5, help="passages retrieved and read (K)")
-    ak.add_argument("--retriever", choices=RETRIEVER_CHOICES, default="hybrid")
+    ak.add_argument("--retriever", choices=RETRIEVERS, default="hybrid")
     ak.add_argument("--top-k", type=int, default=3, help="ranked candidates to show")
     ak.add_argument("--json", action="store_true", help="one JSON object per answer")
     add_runtime_argument(ak)
@@ -161,7 +157,7 @@ def add_commands(
     )
     eo.add_argument("data", metavar="DATA", help="SQuAD v1.1 JSON (plain or .gz)")
     eo.add_argument(
-        "--retriever", action="append", choices=RETRIEVER_CHOICES, help="repeatable (default all)"
+        "--retriever", action="append", choices=RETRIEVERS, help="repeatable (default all)"
     )
     eo.add_argument(
         "--setting",
