@@ -667,9 +667,9 @@ def test_hf_rows_v1() -> None:
     assert sd.stats.summary().startswith("squad/validation: SQuAD v1.1, 2 articles")
 
 
-def test_hf_rows_match_file_loader() -> None:
-    sd = load_squad("sample")
-    rows = [
+def _rows_of(examples: list[Example]) -> list[dict[str, Any]]:
+    """Examples as Hugging Face SQuAD rows."""
+    return [
         {
             "id": ex.id,
             "title": ex.title,
@@ -680,8 +680,13 @@ def test_hf_rows_match_file_loader() -> None:
                 "answer_start": [a.answer_start for a in ex.answers],
             },
         }
-        for ex in sd.examples
+        for ex in examples
     ]
+
+
+def test_hf_rows_match_file_loader() -> None:
+    sd = load_squad("sample")
+    rows = _rows_of(sd.examples)
     hf = examples_from_hf_rows(rows, "squad/train")
     assert hf.examples == sd.examples
     assert (hf.stats.articles, hf.stats.paragraphs) == (3, 74)
@@ -697,19 +702,7 @@ def test_hf_rows_max_articles_matches_file_loader() -> None:
     assert len(examples_from_hf_rows(rows, "s", max_articles=2).examples) == 3
     assert examples_from_hf_rows(rows, "s", max_articles=0).examples == []
     sd = load_squad("sample")
-    rows = [
-        {
-            "id": ex.id,
-            "title": ex.title,
-            "context": ex.context,
-            "question": ex.question,
-            "answers": {
-                "text": [a.text for a in ex.answers],
-                "answer_start": [a.answer_start for a in ex.answers],
-            },
-        }
-        for ex in sd.examples
-    ]
+    rows = _rows_of(sd.examples)
     for n in (1, 2):
         first = load_squad("sample", max_articles=n)
         assert examples_from_hf_rows(rows, "squad/train", max_articles=n).examples == (
