@@ -34,7 +34,7 @@ import numpy as np
 
 from squadqa.data import Example
 from squadqa.features import CLS_INDEX, pad_batch
-from squadqa.postprocess import window_candidates
+from squadqa.postprocess import extract_answers, window_candidates
 from squadqa.scoring import predict_logits
 
 if TYPE_CHECKING:
@@ -210,16 +210,17 @@ class Explainer:
         import keras
 
         predictor = self.predictor
-        answer = predictor.answer(context, [question], top_k=3)[0]
-        if not answer["alternatives"]:
-            raise NothingToExplain("the context has no tokens: there is no answer to explain")
-        span = answer["alternatives"][0]  # the answer itself, or the best span of "no answer"
         example = Example(id="0", title="", context=context, question=question, answers=())
         features = predictor.features([example])
         tokenizer = predictor.tokenizer
-        starts, ends = predict_logits(  # the batches `answer` ran: the same logits
+        starts, ends = predict_logits(  # the batches `answer` runs: the same logits, once
             self.model, features, tokenizer.pad_id, predictor.batch_size, predictor.length_multiple
         )
+        predictions = extract_answers([example], features, starts, ends, predictor.span_config)
+        answer = predictor.answers_of([example], predictions, top_k=3)[0]
+        if not answer["alternatives"]:
+            raise NothingToExplain("the context has no tokens: there is no answer to explain")
+        span = answer["alternatives"][0]  # the answer itself, or the best span of "no answer"
         f, s, e = _answer_window(features, starts, ends, context, predictor.span_config, span)
 
         inputs = pad_batch(features, [f], tokenizer.pad_id, multiple=1)

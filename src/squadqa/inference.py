@@ -256,6 +256,13 @@ class QAPredictor:
                 features = self.features(examples)
                 starts, ends = self._batcher.logits(features)
             predictions = extract_answers(examples, features, starts, ends, self.span_config)
+        return self.answers_of(examples, predictions, top_k)
+
+    def answers_of(
+        self, examples: Sequence[Example], predictions: Predictions, top_k: int = 3
+    ) -> list[AnswerDict]:
+        """`answer`'s dicts for predictions already made (`squadqa explain` makes its own, from
+        the logits it also attributes)."""
         results: list[AnswerDict] = []
         for example in examples:
             ranked = predictions.nbest[example.id]
