@@ -4,21 +4,14 @@
 # then configs/scratch-full-cpu.toml's 4 fine-tune epochs on the whole train set from it (--init
 # run:...). docs/results.md has what it measured and how long it took.
 #   [RUNS=runs] bash scripts/scratch-full-cpu.sh [extra `squadqa train` arguments...]
-# A finished pretraining run in $RUNS/pretrain-mlm is reused, not redone.
+# A finished pretraining run in $RUNS/pretrain-mlm is reused, not redone; a stopped one resumed.
 # Try it tiny first:
 #   RUNS=/tmp/try PT_ARGS="--set data.max_train_samples=64" bash scripts/scratch-full-cpu.sh \
 #     --set data.max_train_samples=64 --set data.max_dev_samples=32 --set train.epochs=1
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/resumable.sh
 runs="${RUNS:-runs}"
 read -ra pt_args <<< "${PT_ARGS:-}"
-pretrained="$runs/pretrain-mlm"
-if grep -qs '"status": "finished"' "$pretrained/status.json"; then
-  echo "reusing the finished pretraining run $pretrained"
-else
-  resume=()
-  [ -d "$pretrained" ] && resume=(--resume)
-  squadqa pretrain --config configs/pretrain-mlm.toml --runs-dir "$runs" "${resume[@]}" \
-    "${pt_args[@]}"
-fi
-squadqa train --config configs/scratch-full-cpu.toml --init "run:$pretrained" --runs-dir "$runs" "$@"
+resumable pretrain "$runs" pretrain-mlm --config configs/pretrain-mlm.toml "${pt_args[@]}"
+squadqa train --config configs/scratch-full-cpu.toml --init "run:$runs/pretrain-mlm" --runs-dir "$runs" "$@"
