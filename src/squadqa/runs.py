@@ -36,6 +36,7 @@ __all__ = [
     "humanize_count",
     "humanize_duration",
     "is_run_dir",
+    "md_cell",
     "read_metrics",
     "read_run",
     "runs_command",
@@ -433,7 +434,8 @@ def _fmt_score(x: float | None) -> str:
     return "-" if x is None else f"{x:.2f}"
 
 
-def _md_cell(text: str, limit: int = 0) -> str:
+def md_cell(text: str, limit: int = 0) -> str:
+    """Text for one Markdown table cell: on one line, cut to `limit` characters, pipes escaped."""
     text = " ".join(text.split())
     if limit and len(text) > limit:
         text = text[: limit - 1] + "…"
@@ -446,7 +448,7 @@ def _md_row(row: RunRow) -> list[str]:
         run = "-" if row.epochs_run is None else str(row.epochs_run)
         epochs = run if row.epochs_planned is None else f"{run}/{row.epochs_planned}"
     return [
-        _md_cell(row.name),
+        md_cell(row.name),
         row.status,
         row.init or "-",
         row.backend or "-",
@@ -458,7 +460,7 @@ def _md_row(row: RunRow) -> list[str]:
         _fmt_score(row.best_dev_f1),
         humanize_duration(row.wall_time_s),
         humanize_count(row.tokens_per_s),
-        _md_cell(row.note, 80),
+        md_cell(row.note, 80),
     ]
 
 
