@@ -65,7 +65,7 @@ keras.utils.set_random_seed(0)
 result = {{"backend": keras.backend.backend()}}
 config = QAConfig(vocab_size=40, hidden_size=16, num_layers=2, num_heads=4, intermediate_size=32,
                   max_position_embeddings=32, position_embedding="{position}",
-                  norm_first={norm_first})
+                  norm_first={norm_first}, num_key_value_heads={kv_heads})
 rng = np.random.default_rng(0)
 batch = {{
     "input_ids": rng.integers(1, 40, size=(4, 10)).astype("int32"),
@@ -116,17 +116,34 @@ fresh.load_weights("ckpt.weights.h5")
 start_fresh = keras.ops.convert_to_numpy(fresh(batch)["start_logits"])
 result["weights_max_diff"] = float(np.abs(start_fresh - start).max())
 
-# fused (keras.ops.dot_product_attention) vs explicit softmax attention on this backend
+# fused (keras.ops.dot_product_attention) vs explicit softmax attention on this backend, with
+# grouped key/value heads (2 for 4 query heads); each path also against 4-head attention whose
+# K/V projections are the grouped ones with each head's columns repeated for its 2 query heads
 x = rng.normal(size=(3, 6, 16)).astype("float32")
 mask = np.array([[1] * 6, [1, 1, 1, 0, 0, 0], [0] * 6], "int32")
+
+
+def repeated(a):  # [..., 2 heads * 4] -> [..., 4 heads * 4]: heads 0, 1 use K/V head 0
+    return np.repeat(a.reshape(*a.shape[:-1], 2, 4), 2, axis=-2).reshape(*a.shape[:-1], 16)
+
+
 outputs = {{}}
+result["grouped_vs_repeated"] = 0.0
 for impl in ("fused", "explicit"):
-    layer = MultiHeadSelfAttention(16, 4, rotary={rotary}, attention_impl=impl)
+    settings = dict(attention_dropout=0.0, rotary={rotary}, initializer_range=0.5,
+                    attention_impl=impl)
+    layer = MultiHeadSelfAttention(16, 4, num_key_value_heads=2, **settings)
     layer.build()
     if impl == "explicit":
         layer.set_weights(weights)
     weights = layer.get_weights()
     outputs[impl] = keras.ops.convert_to_numpy(layer(x, mask))
+    plain = MultiHeadSelfAttention(16, 4, num_key_value_heads=4, **settings)
+    plain.build()
+    qk, qb, kk, kb, vk, vb, ok, ob = weights
+    plain.set_weights([qk, qb, repeated(kk), repeated(kb), repeated(vk), repeated(vb), ok, ob])
+    diff = np.abs(keras.ops.convert_to_numpy(plain(x, mask)) - outputs[impl]).max()
+    result["grouped_vs_repeated"] = max(result["grouped_vs_repeated"], float(diff))
 result["fused_vs_explicit"] = float(np.abs(outputs["fused"] - outputs["explicit"]).max())
 result["attention_finite"] = bool(np.isfinite(outputs["fused"]).all())
 print("RESULT " + json.dumps(result))
@@ -134,18 +151,25 @@ print("RESULT " + json.dumps(result))
 
 
 # One interpreter per backend is the expensive part (imports, XLA / graph compilation), so each
-# backend trains one configuration; BERT's (learned, post-LN) on jax, the other end on tensorflow.
+# backend trains one configuration; BERT's (learned, post-LN) on jax, the other end (rotary,
+# pre-LN, 2 key/value heads for 4 query heads) on tensorflow.
 CASES = [
-    ("jax", "learned", False),
-    ("tensorflow", "rotary", True),
+    ("jax", "learned", False, 0),
+    ("tensorflow", "rotary", True, 2),
 ]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("backend", "position", "norm_first"), CASES)
-def test_backend_smoke(tmp_path: Path, backend: str, position: str, norm_first: bool) -> None:
+@pytest.mark.parametrize(("backend", "position", "norm_first", "kv_heads"), CASES)
+def test_backend_smoke(
+    tmp_path: Path, backend: str, position: str, norm_first: bool, kv_heads: int
+) -> None:
     code = SMOKE.format(
-        backend=backend, position=position, norm_first=norm_first, rotary=position == "rotary"
+        backend=backend,
+        position=position,
+        norm_first=norm_first,
+        rotary=position == "rotary",
+        kv_heads=kv_heads,
     )
     result = run_backend_script(backend, code, tmp_path)
     assert result["backend"] == backend
@@ -160,6 +184,7 @@ def test_backend_smoke(tmp_path: Path, backend: str, position: str, norm_first: 
     assert result["save_load_max_diff"] == 0.0
     assert result["weights_max_diff"] == 0.0
     assert result["fused_vs_explicit"] < 1e-5
+    assert result["grouped_vs_repeated"] < 1e-5
 
 
 SANITY = """

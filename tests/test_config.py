@@ -31,6 +31,7 @@ def test_load_apply_and_dump_round_trip(tmp_path: Path):
         ("train.epochs=3.5", "train.epochs must be int"),
         ("model.hidden=3", "unknown key"),
         ("model.num_heads=5", "num_heads"),
+        ("model.num_key_value_heads=3", "num_key_value_heads"),
         ("nosuch.key=1", "unknown key 'nosuch'"),
     ],
 )

@@ -59,24 +59,27 @@ def np_attention(
 ) -> np.ndarray:
     """softmax(Q K^T / sqrt(d) + mask) V with BERT-style Q/K/V/output projections.
 
-    Documented convention: a row with no real key at all gets a zero context vector.
+    Documented convention: a row with no real key at all gets a zero context vector. Grouped
+    key/value heads: query head i uses K/V head i // (heads / kv_heads).
     """
     w = {
         name: [np.asarray(v, dtype=np.float64) for v in getattr(layer, name).get_weights()]
         for name in ("query", "key", "value", "output_dense")
     }
     batch, seq, hidden = x.shape
-    heads = layer.num_heads
+    heads, kv_heads = layer.num_heads, layer.num_key_value_heads
     d = hidden // heads
 
     def proj(name: str, inp: np.ndarray) -> np.ndarray:
         return inp @ w[name][0] + w[name][1]
 
     q = proj("query", x).reshape(batch, seq, heads, d)
-    k = proj("key", x).reshape(batch, seq, heads, d)
-    v = proj("value", x).reshape(batch, seq, heads, d)
+    k = proj("key", x).reshape(batch, seq, kv_heads, d)
+    v = proj("value", x).reshape(batch, seq, kv_heads, d)
     if rotary:
         q, k = np_rotary(q), np_rotary(k)
+    group_of = np.arange(heads) // (heads // kv_heads)  # the K/V head of each query head
+    k, v = k[:, :, group_of], v[:, :, group_of]
     scores = np.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(d)
     if mask is not None:
         scores = scores + (1.0 - mask[:, None, None, :]) * -1e9
@@ -103,7 +106,7 @@ def np_block(block: TransformerBlock, x: np.ndarray, mask: np.ndarray | None) ->
         gamma, beta = (np.asarray(a, np.float64) for a in layer.get_weights())
         return np_layer_norm(h, gamma, beta, block.layer_norm_eps)
 
-    rotary = block.rotary
+    rotary = block.attention.rotary
     if block.norm_first:
         x = x + np_attention(block.attention, ln(block.attention_layer_norm, x), mask, rotary)
         return x + np_feed_forward(block.feed_forward, ln(block.output_layer_norm, x))
@@ -144,15 +147,21 @@ def test_sinusoidal_matches_hand_computed_values() -> None:
     assert pe6[37, 3] == pytest.approx(math.cos(37 / 10000 ** (2 / 6)), abs=1e-5)
 
 
+# Each layer setting spelled out (the layers take no defaults: QAConfig holds them).
+EMBEDDINGS = dict(
+    max_position_embeddings=16,
+    type_vocab_size=2,
+    position_embedding="learned",
+    layer_norm_eps=1e-12,
+    dropout=0.0,
+    initializer_range=0.02,
+    question_match=False,
+)
+
+
 def test_sinusoidal_embeddings_layer_adds_fixed_encoding() -> None:
-    layer = Embeddings(
-        20,
-        8,
-        max_position_embeddings=16,
-        position_embedding="sinusoidal",
-        dropout=0.0,
-        layer_norm_eps=1e-6,
-    )
+    settings = {**EMBEDDINGS, "position_embedding": "sinusoidal", "layer_norm_eps": 1e-6}
+    layer = Embeddings(20, 8, **settings)
     layer.build()
     randomize(layer, seed=3)
     assert len(layer.weights) == 4  # word, type, LN gamma/beta: the encoding is not a weight
@@ -176,7 +185,7 @@ def test_sinusoidal_embeddings_layer_adds_fixed_encoding() -> None:
 
 
 def test_learned_embeddings_layer_matches_numpy() -> None:
-    layer = Embeddings(20, 8, max_position_embeddings=16, dropout=0.0, layer_norm_eps=1e-12)
+    layer = Embeddings(20, 8, **EMBEDDINGS)
     layer.build()
     randomize(layer, seed=4)
     ids = np.array([[1, 2, 3], [4, 5, 0]], "int32")
@@ -189,7 +198,7 @@ def test_learned_embeddings_layer_matches_numpy() -> None:
 
 
 def test_rotary_embeddings_layer_adds_no_position() -> None:
-    layer = Embeddings(20, 8, position_embedding="rotary", dropout=0.0)
+    layer = Embeddings(20, 8, **{**EMBEDDINGS, "position_embedding": "rotary"})
     layer.build()
     randomize(layer)
     out = to_np(layer(np.array([[5, 5, 5, 5]], "int32")))
@@ -220,9 +229,21 @@ def test_rotary_scores_depend_only_on_relative_position() -> None:
 MASK = np.array([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [0, 0, 0, 0, 0, 0]], "int32")
 
 
+def attention_settings(heads: int = 2, kv_heads: int = 2, **overrides) -> dict:
+    """`MultiHeadSelfAttention`'s keyword arguments but the width (as `QAConfig` gives them)."""
+    return {
+        "num_heads": heads,
+        "num_key_value_heads": kv_heads,
+        "attention_dropout": 0.0,
+        "rotary": False,
+        "initializer_range": 0.02,
+        **overrides,
+    }
+
+
 def _attention(impl: str, rotary: bool = False, dropout: float = 0.0) -> MultiHeadSelfAttention:
     layer = MultiHeadSelfAttention(
-        8, 2, attention_dropout=dropout, rotary=rotary, attention_impl=impl
+        8, **attention_settings(attention_dropout=dropout, rotary=rotary, attention_impl=impl)
     )
     layer.build()
     randomize(layer, seed=7)
@@ -281,7 +302,81 @@ def test_attention_dropout_only_in_training() -> None:
 
 def test_attention_rejects_bad_heads() -> None:
     with pytest.raises(ValueError, match="num_heads"):
-        MultiHeadSelfAttention(10, 3)
+        MultiHeadSelfAttention(10, **attention_settings(heads=3, kv_heads=3))
+
+
+@pytest.mark.parametrize("impl", ["fused", "explicit"])
+def test_grouped_key_value_heads_by_hand(impl: str) -> None:
+    """Two query heads share one key/value head (width 2, head size 1, identity-like weights).
+
+    x = [[1, 0], [0, 1]]; Q = x (head 0 reads x0, head 1 reads x1); the one K head is x0 = [1, 0]
+    and the one V head is x1 = [0, 1] over the two tokens. A query q scores the keys [q, 0]:
+    q = 1 gives probabilities [e, 1] / (e + 1), so context 1 / (e + 1); q = 0 gives [1/2, 1/2],
+    so context 1/2. The output projection is the identity.
+    """
+    layer = MultiHeadSelfAttention(
+        2, **attention_settings(heads=2, kv_heads=1, attention_impl=impl)
+    )
+    layer.build()
+    eye, zeros = np.eye(2, dtype="float32"), np.zeros(2, "float32")
+    layer.query.set_weights([eye, zeros])
+    layer.key.set_weights([np.array([[1.0], [0.0]], "float32"), np.zeros(1, "float32")])
+    layer.value.set_weights([np.array([[0.0], [1.0]], "float32"), np.zeros(1, "float32")])
+    layer.output_dense.set_weights([eye, zeros])
+    x = np.eye(2, dtype="float32")[None]
+    low, half = 1 / (math.e + 1), 0.5
+    np.testing.assert_allclose(to_np(layer(x))[0], [[low, half], [half, low]], atol=1e-6)
+    _, probs = layer(x, return_attention_scores=True)
+    peaked, flat = [math.e * low, low], [half, half]
+    np.testing.assert_allclose(
+        to_np(probs)[0], [[peaked, flat], [flat, peaked]], atol=1e-6
+    )  # [heads, queries, keys]
+
+
+@pytest.mark.parametrize("impl", ["fused", "explicit", "auto"])
+@pytest.mark.parametrize("rotary", [False, True])
+@pytest.mark.parametrize("kv_heads", [1, 2])
+def test_grouped_attention_is_multi_head_with_repeated_key_value_heads(
+    impl: str, rotary: bool, kv_heads: int
+) -> None:
+    """4 query heads over `kv_heads` K/V heads = ordinary 4-head attention whose K/V projection
+    columns are each grouped head's, repeated for its consecutive query heads (weights made in
+    numpy, float64 reference as well)."""
+    hidden, heads, d = 8, 4, 2
+    grouped = MultiHeadSelfAttention(
+        hidden, **attention_settings(heads, kv_heads, rotary=rotary, attention_impl=impl)
+    )
+    plain = MultiHeadSelfAttention(
+        hidden, **attention_settings(heads, heads, rotary=rotary, attention_impl=impl)
+    )
+    rng = np.random.default_rng(12)
+
+    def weights(units: int) -> list[np.ndarray]:
+        return [rng.normal(0, 0.7, size).astype("float32") for size in ((hidden, units), units)]
+
+    q, k, v, o = weights(hidden), weights(kv_heads * d), weights(kv_heads * d), weights(hidden)
+    group_of = np.arange(heads) // (heads // kv_heads)  # kv_heads 2: [0, 0, 1, 1]
+
+    def repeated(kernel: np.ndarray, bias: np.ndarray) -> list[np.ndarray]:
+        """The [in, kv_heads*d] projection as [in, heads*d]: head h takes K/V head group_of[h]."""
+        return [
+            kernel.reshape(hidden, kv_heads, d)[:, group_of].reshape(hidden, heads * d),
+            bias.reshape(kv_heads, d)[group_of].reshape(heads * d),
+        ]
+
+    grouped.build()
+    plain.build()
+    grouped.set_weights([*q, *k, *v, *o])  # query, key, value, output_dense
+    plain.set_weights([*q, *repeated(*k), *repeated(*v), *o])
+    assert tuple(grouped.key.kernel.shape) == (hidden, kv_heads * d)
+    x = np.random.default_rng(13).normal(size=(3, 6, hidden)).astype("float32")
+    out = to_np(grouped(x, MASK))
+    np.testing.assert_allclose(out, to_np(plain(x, MASK)), atol=1e-5)
+    np.testing.assert_allclose(out, np_attention(plain, x, MASK, rotary), atol=1e-5)
+    np.testing.assert_allclose(out, np_attention(grouped, x, MASK, rotary), atol=1e-5)
+    _, grouped_probs = grouped(x, MASK, return_attention_scores=True)
+    _, plain_probs = plain(x, MASK, return_attention_scores=True)
+    np.testing.assert_allclose(to_np(grouped_probs), to_np(plain_probs), atol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -290,7 +385,7 @@ def test_attention_rejects_bad_heads() -> None:
 
 @pytest.mark.parametrize("act", ["gelu", "gelu_tanh", "relu"])
 def test_feed_forward_matches_numpy(act: str) -> None:
-    layer = FeedForward(8, 16, hidden_act=act, dropout=0.0)
+    layer = FeedForward(8, 16, hidden_act=act, dropout=0.0, initializer_range=0.02)
     layer.build()
     randomize(layer, seed=8, scale=1.0)
     x = np.random.default_rng(6).normal(size=(2, 5, 8)).astype("float32")
@@ -301,14 +396,12 @@ def test_every_configurable_activation_has_a_layer_and_no_other() -> None:
     from squadqa.architecture import HIDDEN_ACTS
     from squadqa.layers.transformer import ACTIVATIONS
 
-    assert set(ACTIVATIONS) == set(HIDDEN_ACTS)
-    with pytest.raises(ValueError, match="hidden_act must be one of"):
-        FeedForward(8, 16, hidden_act="swish")
+    assert set(ACTIVATIONS) == set(HIDDEN_ACTS)  # QAConfig validates against HIDDEN_ACTS
 
 
 def test_exact_and_tanh_gelu_differ() -> None:
-    exact = FeedForward(8, 16, hidden_act="gelu", dropout=0.0)
-    approx = FeedForward(8, 16, hidden_act="gelu_tanh", dropout=0.0)
+    exact = FeedForward(8, 16, hidden_act="gelu", dropout=0.0, initializer_range=0.02)
+    approx = FeedForward(8, 16, hidden_act="gelu_tanh", dropout=0.0, initializer_range=0.02)
     exact.build()
     approx.build()
     randomize(exact, seed=8, scale=2.0)
@@ -317,17 +410,27 @@ def test_exact_and_tanh_gelu_differ() -> None:
     assert np.abs(to_np(exact(x)) - to_np(approx(x))).max() > 1e-4
 
 
+def block_settings(**overrides) -> dict:
+    """`TransformerBlock`'s keyword arguments but the sizes (as `QATransformer` gives them)."""
+    return {
+        "attention": {
+            "num_heads": 2,
+            "num_key_value_heads": 2,
+            "attention_dropout": 0.0,
+            "rotary": False,
+        },
+        "norm_first": False,
+        "hidden_dropout": 0.0,
+        "layer_norm_eps": 1e-6,
+        "hidden_act": "gelu",
+        "initializer_range": 0.02,
+        **overrides,
+    }
+
+
 @pytest.mark.parametrize("norm_first", [False, True])
 def test_transformer_block_matches_numpy(norm_first: bool) -> None:
-    block = TransformerBlock(
-        8,
-        2,
-        16,
-        norm_first=norm_first,
-        hidden_dropout=0.0,
-        attention_dropout=0.0,
-        layer_norm_eps=1e-6,
-    )
+    block = TransformerBlock(8, 16, **block_settings(norm_first=norm_first))
     block.build()
     randomize(block, seed=9)
     x = np.random.default_rng(7).normal(size=(3, 6, 8)).astype("float32")
@@ -362,25 +465,46 @@ LAYER_FACTORIES = {
         lambda: Embeddings(
             30,
             8,
-            max_position_embeddings=12,
-            position_embedding="sinusoidal",
-            dropout=0.2,
-            layer_norm_eps=1e-7,
+            **{
+                **EMBEDDINGS,
+                "max_position_embeddings": 12,
+                "position_embedding": "sinusoidal",
+                "dropout": 0.2,
+                "layer_norm_eps": 1e-7,
+            },
         ),
         lambda layer: layer(np.array([[1, 2, 3]], "int32")),
     ),
     "attention": (
         lambda: MultiHeadSelfAttention(
-            8, 2, attention_dropout=0.3, rotary=True, attention_impl="explicit"
+            8, **attention_settings(attention_dropout=0.3, rotary=True, attention_impl="explicit")
         ),
         lambda layer: layer(np.ones((1, 3, 8), "float32"), MASK[1:2, :3]),
     ),
+    "grouped_attention": (
+        lambda: MultiHeadSelfAttention(8, **attention_settings(4, 2, rotary=True)),
+        lambda layer: layer(np.ones((1, 3, 8), "float32"), MASK[1:2, :3]),
+    ),
     "feed_forward": (
-        lambda: FeedForward(8, 16, hidden_act="gelu_tanh", dropout=0.2),
+        lambda: FeedForward(8, 16, hidden_act="gelu_tanh", dropout=0.2, initializer_range=0.05),
         lambda layer: layer(np.ones((1, 3, 8), "float32")),
     ),
     "block": (
-        lambda: TransformerBlock(8, 2, 16, norm_first=True, rotary=True),
+        lambda: TransformerBlock(
+            8,
+            16,
+            **block_settings(
+                norm_first=True,
+                attention={
+                    "num_heads": 2,
+                    "num_key_value_heads": 1,
+                    "attention_dropout": 0.1,
+                    "rotary": True,
+                    "rotary_base": 500.0,
+                    "attention_impl": "explicit",
+                },
+            ),
+        ),
         lambda layer: layer(np.ones((1, 3, 8), "float32"), MASK[1:2, :3]),
     ),
     "span_head": (

@@ -69,6 +69,16 @@ def test_config_dict_round_trip() -> None:
     config = QAConfig(**TINY, position_embedding="rotary", norm_first=True, hidden_act="gelu_tanh")
     assert QAConfig.from_dict(config.to_dict()) == config
     assert config.head_size == 4
+    grouped = QAConfig(**TINY, num_key_value_heads=2)
+    assert QAConfig.from_dict(grouped.to_dict()) == grouped
+
+
+def test_key_value_heads_default_to_one_per_attention_head() -> None:
+    """0 (the default, and what configs saved before the setting existed imply) = num_heads."""
+    values = dict(TINY)
+    assert QAConfig.from_dict(values).attention_settings()["num_key_value_heads"] == 4
+    grouped = QAConfig(**TINY, num_key_value_heads=1).attention_settings()
+    assert (grouped["num_heads"], grouped["num_key_value_heads"]) == (4, 1)
 
 
 @pytest.mark.parametrize(
@@ -84,6 +94,10 @@ def test_config_dict_round_trip() -> None:
         ({"num_layers": 2.5}, "num_layers"),
         ({"norm_first": "yes"}, "norm_first"),
         ({"hidden_size": 12, "num_heads": 4, "position_embedding": "rotary"}, "num_heads"),
+        ({"num_key_value_heads": 3}, "num_key_value_heads"),
+        ({"num_key_value_heads": 8}, "num_key_value_heads"),
+        ({"num_key_value_heads": -2}, "num_key_value_heads"),
+        ({"num_key_value_heads": 2.0}, "num_key_value_heads"),
     ],
 )
 def test_config_validation_names_the_field(overrides: dict, field: str) -> None:
@@ -130,9 +144,11 @@ def np_forward(model: QATransformer, batch: dict) -> tuple[np.ndarray, np.ndarra
     )
 
 
+@pytest.mark.parametrize("kv_heads", [0, 2])
 @pytest.mark.parametrize("norm_first", [False, True])
-def test_model_matches_numpy_reference(norm_first: bool) -> None:
-    model = built_model(tiny_config(norm_first=norm_first, layer_norm_eps=1e-6))
+def test_model_matches_numpy_reference(norm_first: bool, kv_heads: int) -> None:
+    config = tiny_config(norm_first=norm_first, layer_norm_eps=1e-6, num_key_value_heads=kv_heads)
+    model = built_model(config)
     batch = make_batch()
     hidden, start, end = np_forward(model, batch)
     out = model(batch, training=False)
@@ -217,6 +233,7 @@ def test_mixed_precision_still_float32_logits() -> None:
         {},
         {"position_embedding": "rotary", "norm_first": True},
         {"position_embedding": "sinusoidal"},
+        {"position_embedding": "rotary", "num_key_value_heads": 1},
     ],
 )
 def test_keras_file_round_trip(tmp_path, overrides: dict) -> None:
@@ -234,7 +251,7 @@ def test_keras_file_round_trip(tmp_path, overrides: dict) -> None:
 
 
 def test_config_round_trip_model() -> None:
-    model = QATransformer(tiny_config(norm_first=True))
+    model = QATransformer(tiny_config(norm_first=True, num_key_value_heads=2))
     clone = QATransformer.from_config(model.get_config())
     assert clone.config == model.config
     assert clone.name == model.name

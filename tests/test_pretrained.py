@@ -379,6 +379,11 @@ def test_hf_config_mapping_and_rejections() -> None:
         config_from_hf({**hf, "position_embedding_type": "relative_key"})
     with pytest.raises(ValueError, match="hidden_act"):
         config_from_hf({**hf, "hidden_act": "silu"})
+    # BERT has a key/value head per attention head: 0 or 12 (the same), never grouped
+    for same in (0, 12):
+        assert config_from_hf(hf, num_key_value_heads=same)[0].num_key_value_heads == same
+    with pytest.raises(ValueError, match=r"num_key_value_heads must be 0 or num_heads \(12\)"):
+        config_from_hf(hf, num_key_value_heads=4)
 
 
 def test_missing_weights_file_is_explained(tmp_path: Path) -> None:

@@ -33,6 +33,11 @@ class QAConfig:
     hidden_size: int = setting(256, "width of every hidden state")
     num_layers: int = setting(4, "transformer blocks")
     num_heads: int = setting(4, "attention heads per block (must divide hidden_size)")
+    num_key_value_heads: int = setting(
+        0,
+        "key/value heads per block, each shared by a group of query heads (grouped-query "
+        "attention); must divide num_heads; 0 = num_heads (multi-head attention)",
+    )
     intermediate_size: int = setting(1024, "feed-forward inner width")
     max_position_embeddings: int = setting(512, "longest input (learned positions' table)")
     type_vocab_size: int = setting(2, "token types (question 0, context 1)")
@@ -64,6 +69,12 @@ class QAConfig:
             raise ValueError(
                 f"QAConfig.hidden_size ({self.hidden_size}) must be divisible by "
                 f"QAConfig.num_heads ({self.num_heads})"
+            )
+        kv_heads = self.num_key_value_heads
+        if not is_int(kv_heads) or kv_heads < 0 or (kv_heads and self.num_heads % kv_heads):
+            raise ValueError(
+                f"QAConfig.num_key_value_heads must divide QAConfig.num_heads ({self.num_heads}) "
+                f"(0 = num_heads), got {kv_heads!r}"
             )
         if self.position_embedding not in POSITION_EMBEDDINGS:
             raise ValueError(
@@ -100,6 +111,17 @@ class QAConfig:
     @property
     def head_size(self) -> int:
         return self.hidden_size // self.num_heads
+
+    def attention_settings(self) -> dict[str, Any]:
+        """`MultiHeadSelfAttention`'s keyword arguments apart from the width and initialiser that
+        its block shares with its other layers. The block passes them on, and saves them, as one
+        mapping: a new attention option is a field here and an argument of the attention layer."""
+        return {
+            "num_heads": self.num_heads,
+            "num_key_value_heads": self.num_key_value_heads or self.num_heads,
+            "attention_dropout": self.attention_dropout,
+            "rotary": self.position_embedding == "rotary",
+        }
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

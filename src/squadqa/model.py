@@ -50,7 +50,6 @@ class QATransformer(keras.Model):
         if isinstance(config, dict):
             config = QAConfig.from_dict(config)
         self.config = config
-        rotary = config.position_embedding == "rotary"
         self.embeddings = Embeddings(
             vocab_size=config.vocab_size,
             hidden_size=config.hidden_size,
@@ -67,14 +66,12 @@ class QATransformer(keras.Model):
         self.encoder_layers = [
             TransformerBlock(
                 hidden_size=config.hidden_size,
-                num_heads=config.num_heads,
                 intermediate_size=config.intermediate_size,
+                attention=config.attention_settings(),
                 norm_first=config.norm_first,
                 hidden_dropout=config.hidden_dropout,
-                attention_dropout=config.attention_dropout,
                 layer_norm_eps=config.layer_norm_eps,
                 hidden_act=config.hidden_act,
-                rotary=rotary,
                 initializer_range=config.initializer_range,
                 name=f"encoder_layer_{index}",
                 dtype=self.dtype_policy,

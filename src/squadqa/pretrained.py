@@ -317,7 +317,14 @@ def _apply_overrides(values: dict[str, Any], overrides: Mapping[str, Any]) -> QA
             raise ValueError(
                 f"pretrained BERT weights need {name}={required!r}, got {overrides[name]!r}"
             )
-    return QAConfig.from_dict({**values, **overrides, **FIXED_FIELDS})
+    config = QAConfig.from_dict({**values, **overrides, **FIXED_FIELDS})
+    if config.num_key_value_heads not in (0, config.num_heads):
+        raise ValueError(
+            "pretrained BERT weights have a key/value head per attention head: "
+            f"num_key_value_heads must be 0 or num_heads ({config.num_heads}), "
+            f"got {config.num_key_value_heads}"
+        )
+    return config
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,7 +1,13 @@
 """Multi-head self-attention whose weights map one-to-one onto BERT's.
 
-``query``, ``key``, ``value`` and ``output_dense`` are plain ``Dense(hidden_size)`` layers: a Keras
-kernel is ``[in, out]``, i.e. BERT's ``attention.self.query.weight`` (``[out, in]``) transposed.
+``query``, ``key``, ``value`` and ``output_dense`` are plain ``Dense`` layers: a Keras kernel is
+``[in, out]``, i.e. BERT's ``attention.self.query.weight`` (``[out, in]``) transposed.
+
+Grouped key/value heads (grouped-query attention, Ainslie et al. 2023): with ``num_key_value_heads``
+below ``num_heads``, ``key`` and ``value`` project to ``num_key_value_heads`` heads only, and query
+head ``i`` attends with key/value head ``i // (num_heads / num_key_value_heads)`` (each K/V head
+repeated for its consecutive group of query heads, as Hugging Face's ``repeat_kv``). With
+``num_key_value_heads == num_heads`` it is BERT's multi-head attention, weights included.
 
 Two numerically equivalent code paths:
 
@@ -38,26 +44,31 @@ _MASKED_SCORE = -1e9  # added in float32 only; exp() underflows to exactly 0
 class MultiHeadSelfAttention(keras.layers.Layer):
     """BERT-style self-attention: separate Q/K/V projections, optional RoPE, output projection.
 
+    The model settings have no defaults here: `QAConfig` holds them (its `attention_settings`).
+
     Args:
         hidden_size: model width; must be divisible by ``num_heads``.
-        num_heads: number of attention heads.
+        num_heads: number of (query) attention heads.
+        num_key_value_heads: key/value heads; divides ``num_heads`` (checked by `QAConfig`).
         attention_dropout: dropout on the attention probabilities (training only).
         rotary: apply rotary position embeddings to queries and keys.
+        initializer_range: stddev of the truncated-normal kernel initializer.
         rotary_base: RoPE frequency base.
         attention_impl: ``"auto"`` (fused unless attention dropout is active), ``"fused"`` or
             ``"explicit"``.
-        initializer_range: stddev of the truncated-normal kernel initializer.
     """
 
     def __init__(
         self,
         hidden_size: int,
         num_heads: int,
-        attention_dropout: float = 0.0,
-        rotary: bool = False,
+        *,
+        num_key_value_heads: int,
+        attention_dropout: float,
+        rotary: bool,
+        initializer_range: float,
         rotary_base: float = ROPE_BASE,
         attention_impl: str = "auto",
-        initializer_range: float = 0.02,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -71,6 +82,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             )
         self.hidden_size = hidden_size
         self.num_heads = num_heads
+        self.num_key_value_heads = num_key_value_heads
         self.head_size = hidden_size // num_heads
         if rotary and self.head_size % 2:
             raise ValueError(f"rotary attention needs an even head size, got {self.head_size}")
@@ -80,17 +92,18 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         self.attention_impl = attention_impl
         self.initializer_range = initializer_range
 
-        def dense(name: str) -> keras.layers.Dense:
+        def dense(name: str, units: int = hidden_size) -> keras.layers.Dense:
             return keras.layers.Dense(
-                hidden_size,
+                units,
                 kernel_initializer=keras.initializers.TruncatedNormal(stddev=initializer_range),
                 name=name,
                 dtype=self.dtype_policy,
             )
 
+        key_value_size = num_key_value_heads * self.head_size
         self.query = dense("query")
-        self.key = dense("key")
-        self.value = dense("value")
+        self.key = dense("key", key_value_size)
+        self.value = dense("value", key_value_size)
         self.output_dense = dense("output_dense")
         self.attention_probs_dropout = keras.layers.Dropout(
             attention_dropout, name="attention_probs_dropout", dtype=self.dtype_policy
@@ -104,8 +117,14 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             projection.build(shape)
         self.built = True
 
-    def _split_heads(self, x: Any, seq_len: Any) -> Any:
-        return ops.reshape(x, (-1, seq_len, self.num_heads, self.head_size))
+    def _split_heads(self, x: Any, seq_len: Any, heads: int) -> Any:
+        return ops.reshape(x, (-1, seq_len, heads, self.head_size))
+
+    def _repeat_key_value_heads(self, x: Any) -> Any:
+        """``[batch, seq, kv_heads, d]`` → ``[batch, seq, heads, d]``, each key/value head
+        repeated for its group of consecutive query heads (nothing to do without groups)."""
+        group = self.num_heads // self.num_key_value_heads
+        return x if group == 1 else ops.repeat(x, group, axis=2)
 
     def call(
         self,
@@ -118,14 +137,19 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         pair (output, probabilities ``[batch, heads, queries, keys]``), computed on the explicit
         path (what `squadqa explain` reports; the fused kernels do not return them)."""
         seq_len = ops.shape(hidden_states)[1]
-        query_layer = self._split_heads(self.query(hidden_states), seq_len)
-        key_layer = self._split_heads(self.key(hidden_states), seq_len)
-        value_layer = self._split_heads(self.value(hidden_states), seq_len)
+        kv_heads = self.num_key_value_heads
+        query_layer = self._split_heads(self.query(hidden_states), seq_len, self.num_heads)
+        key_layer = self._split_heads(self.key(hidden_states), seq_len, kv_heads)
+        value_layer = self._split_heads(self.value(hidden_states), seq_len, kv_heads)
         if self.rotary:
             positions = sequence_positions(hidden_states)
             cos, sin = rotary_cos_sin(positions, self.head_size, self.rotary_base)
             query_layer = apply_rotary(query_layer, cos, sin)
             key_layer = apply_rotary(key_layer, cos, sin)
+        # Repeated here, not left to the fused kernels: their grouped-query support differs by
+        # backend and version, and the explicit path then needs no grouped einsums.
+        key_layer = self._repeat_key_value_heads(key_layer)
+        value_layer = self._repeat_key_value_heads(value_layer)
 
         key_mask = None if attention_mask is None else ops.cast(attention_mask, "bool")
         dropout_active = bool(training) and self.attention_dropout > 0
@@ -184,10 +208,11 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         config.update(
             hidden_size=self.hidden_size,
             num_heads=self.num_heads,
+            num_key_value_heads=self.num_key_value_heads,
             attention_dropout=self.attention_dropout,
             rotary=self.rotary,
+            initializer_range=self.initializer_range,
             rotary_base=self.rotary_base,
             attention_impl=self.attention_impl,
-            initializer_range=self.initializer_range,
         )
         return config

@@ -52,20 +52,22 @@ class Embeddings(keras.layers.Layer):
     """Sum of word, token-type and (unless rotary) position embeddings; LayerNorm; dropout.
 
     Sublayer names follow BERT (``word_embeddings``, ``token_type_embeddings``,
-    ``position_embeddings``, ``layer_norm``) so the pretrained name map stays obvious.
+    ``position_embeddings``, ``layer_norm``) so the pretrained name map stays obvious. The
+    settings have no defaults here: `QAConfig` holds them.
     """
 
     def __init__(
         self,
         vocab_size: int,
         hidden_size: int,
-        max_position_embeddings: int = 512,
-        type_vocab_size: int = 2,
-        position_embedding: str = "learned",
-        layer_norm_eps: float = 1e-12,
-        dropout: float = 0.1,
-        initializer_range: float = 0.02,
-        question_match: bool = False,
+        *,
+        max_position_embeddings: int,
+        type_vocab_size: int,
+        position_embedding: str,
+        layer_norm_eps: float,
+        dropout: float,
+        initializer_range: float,
+        question_match: bool,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import keras
 from keras import ops
 
 from squadqa.layers.attention import MultiHeadSelfAttention
-from squadqa.layers.rotary import ROPE_BASE
 
 # Every `QAConfig.hidden_act` (architecture.HIDDEN_ACTS names them; a test keeps the two equal).
+# QAConfig validates the name; the layers only look it up.
 # gelu: the exact erf form (BERT, HF "gelu"); gelu_tanh: the tanh approximation.
 ACTIVATIONS: dict[str, Callable[[Any], Any]] = {
     "gelu": lambda x: ops.gelu(x, approximate=False),
@@ -31,14 +31,14 @@ class FeedForward(keras.layers.Layer):
         self,
         hidden_size: int,
         intermediate_size: int,
-        hidden_act: str = "gelu",
-        dropout: float = 0.1,
-        initializer_range: float = 0.02,
+        *,
+        hidden_act: str,
+        dropout: float,
+        initializer_range: float,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if hidden_act not in ACTIVATIONS:
-            raise ValueError(f"hidden_act must be one of {tuple(ACTIVATIONS)}, got {hidden_act!r}")
+        self.activation = ACTIVATIONS[hidden_act]
         self.hidden_size = hidden_size
         self.intermediate_size = intermediate_size
         self.hidden_act = hidden_act
@@ -64,7 +64,7 @@ class FeedForward(keras.layers.Layer):
         self.built = True
 
     def call(self, hidden_states: Any, training: bool | None = None) -> Any:
-        intermediate = ACTIVATIONS[self.hidden_act](self.intermediate_dense(hidden_states))
+        intermediate = self.activation(self.intermediate_dense(hidden_states))
         return self.dropout(self.output_dense(intermediate), training=training)
 
     def compute_output_shape(self, input_shape: Any) -> tuple:
@@ -97,45 +97,38 @@ class TransformerBlock(keras.layers.Layer):
 
     ``attention_layer_norm`` ↔ BERT ``attention.output.LayerNorm``; ``output_layer_norm`` ↔ BERT
     ``output.LayerNorm``. The feed-forward's own dropout is the one before its residual add.
+
+    `attention`: `MultiHeadSelfAttention`'s keyword arguments besides the width and initialiser
+    (`QAConfig.attention_settings()`), passed on and saved as one mapping, so that a new attention
+    option never passes through here. The settings have no defaults here: `QAConfig` holds them.
     """
 
     def __init__(
         self,
         hidden_size: int,
-        num_heads: int,
         intermediate_size: int,
-        norm_first: bool = False,
-        hidden_dropout: float = 0.1,
-        attention_dropout: float = 0.1,
-        layer_norm_eps: float = 1e-12,
-        hidden_act: str = "gelu",
-        rotary: bool = False,
-        rotary_base: float = ROPE_BASE,
-        attention_impl: str = "auto",
-        initializer_range: float = 0.02,
+        *,
+        attention: Mapping[str, Any],
+        norm_first: bool,
+        hidden_dropout: float,
+        layer_norm_eps: float,
+        hidden_act: str,
+        initializer_range: float,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.hidden_size = hidden_size
-        self.num_heads = num_heads
         self.intermediate_size = intermediate_size
+        self.attention_settings = dict(attention)
         self.norm_first = norm_first
         self.hidden_dropout = hidden_dropout
-        self.attention_dropout = attention_dropout
         self.layer_norm_eps = layer_norm_eps
         self.hidden_act = hidden_act
-        self.rotary = rotary
-        self.rotary_base = rotary_base
-        self.attention_impl = attention_impl
         self.initializer_range = initializer_range
 
         self.attention = MultiHeadSelfAttention(
             hidden_size,
-            num_heads,
-            attention_dropout=attention_dropout,
-            rotary=rotary,
-            rotary_base=rotary_base,
-            attention_impl=attention_impl,
+            **attention,
             initializer_range=initializer_range,
             name="attention",
             dtype=self.dtype_policy,
@@ -208,16 +201,12 @@ class TransformerBlock(keras.layers.Layer):
         config = super().get_config()
         config.update(
             hidden_size=self.hidden_size,
-            num_heads=self.num_heads,
             intermediate_size=self.intermediate_size,
+            attention=dict(self.attention_settings),
             norm_first=self.norm_first,
             hidden_dropout=self.hidden_dropout,
-            attention_dropout=self.attention_dropout,
             layer_norm_eps=self.layer_norm_eps,
             hidden_act=self.hidden_act,
-            rotary=self.rotary,
-            rotary_base=self.rotary_base,
-            attention_impl=self.attention_impl,
             initializer_range=self.initializer_range,
         )
         return config
