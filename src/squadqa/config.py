@@ -109,6 +109,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.save_every_steps < 0:
             raise ValueError(f"train.save_every_steps={self.save_every_steps} must be >= 0")
+        if self.seed < 0:  # seeding derives every stream from it with numpy's SeedSequence
+            raise ValueError(f"train.seed={self.seed} must be >= 0")
         # Checked when the config loads, so a bad pair fails before featurisation, not after.
         if self.decay_epochs and self.decay_epochs < self.epochs:
             raise ValueError(

@@ -323,7 +323,7 @@ def batch_order(
     lengths: np.ndarray,
     batch_size: int,
     shuffle: bool,
-    seed: int = 0,
+    seed: int | np.random.SeedSequence = 0,
     bucket_batches: int = 50,
 ) -> list[np.ndarray]:
     """Batches of feature indices grouped by similar length.

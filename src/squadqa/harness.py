@@ -22,10 +22,9 @@ from types import FrameType
 from typing import Any
 
 import keras
-import numpy as np
 from tokenizers import Tokenizer
 
-from squadqa import rundir
+from squadqa import rundir, seeding
 from squadqa.config import RunConfig, dump_config, load_config
 from squadqa.data import Example
 from squadqa.distributed import Replicas, broadcast_text
@@ -111,21 +110,6 @@ def shared_tokenizer(tokenizer: QATokenizer, replicas: Replicas) -> QATokenizer:
 
 
 # --------------------------------------------------------------------------- seeding, progress
-
-
-def seed_epoch(model: keras.Model, seed: int, epoch: int) -> None:
-    """Make an epoch's randomness depend only on (seed, epoch), resumed or not.
-
-    Reseeds the global RNGs (Python, numpy, the backend: torch's unseeded dropout fast path
-    draws from its global generator) and every Keras SeedGenerator of the model.
-    """
-    keras.utils.set_random_seed(seed * 1000 + epoch)
-    generators = []
-    for layer in model._flatten_layers(include_self=True, recursive=True):
-        generators.extend(getattr(layer, "_seed_generators", []))
-    for index, generator in enumerate(generators):
-        state = np.array([seed * 7919 + index, epoch], dtype=generator.state.dtype)
-        generator.state.assign(state)
 
 
 class BatchLoss:
@@ -262,8 +246,19 @@ class StopRequests:
 
 
 def seed_step(model: keras.Model, seed: int, epoch: int, step: int) -> None:
-    """Randomness of step `step` (0-based) of epoch `epoch` from (seed, epoch, step) alone."""
-    seed_epoch(model, seed, epoch * 1_000_003 + step)
+    """Randomness of step `step` (0-based) of epoch `epoch` from (seed, epoch, step) alone.
+
+    Reseeds the global RNGs (Python, numpy, the backend: torch's unseeded dropout fast path
+    draws from its global generator) and every Keras SeedGenerator of the model, so a resumed
+    step draws what it would have drawn uninterrupted.
+    """
+    generators = []
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        generators.extend(getattr(layer, "_seed_generators", []))
+    state = seeding.words(seed, seeding.Stream.STEP, epoch, step, n=1 + 2 * len(generators))
+    keras.utils.set_random_seed(int(state[0]))
+    for generator, pair in zip(generators, state[1:].reshape(-1, 2), strict=True):
+        generator.state.assign(pair.astype(generator.state.dtype))
 
 
 class StepCadence(keras.callbacks.Callback):

@@ -16,8 +16,8 @@ Text: every distinct context of the train split, tokenized once and cut into win
   "question" token, and the encoder points at the kept occurrence's start and end, as a reader
   points at an answer.
 
-Every batch's randomness comes from `batch_rng(seed, epoch, index)`, so a resumed run draws exactly
-what an uninterrupted one draws.
+Every batch's randomness comes from `seeding.generator(seed, Stream.MASKING, epoch, index)`, so a
+resumed run draws exactly what an uninterrupted one draws.
 """
 
 from __future__ import annotations
@@ -111,11 +111,6 @@ def build_windows(texts: Iterable[str], tokenizer: QATokenizer, max_seq_length: 
             piece_words = piece_words - (piece_words.min() if len(piece_words) else 0)
             word_ids.append(np.concatenate([[-1], piece_words, [-1]]).astype(np.int32))
     return TextWindows(input_ids, word_ids, len(unique), split)
-
-
-def batch_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
-    """The random stream of one batch: a function of (seed, epoch, batch index) only."""
-    return np.random.default_rng([seed, epoch, index])
 
 
 def choose_positions(

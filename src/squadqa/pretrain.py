@@ -11,7 +11,7 @@ Run directory: the files of `squadqa train` (`config.toml`, `tokenizer.json`, `s
 checkpoint is written every `train.save_every_steps` steps, at the end of each epoch and on a
 stop signal (`squadqa.harness`); `--resume` continues from the last one, mid-epoch included, and
 reproduces the losses of an uninterrupted run (every batch's masking comes from
-`objectives.batch_rng`, and dropout is reseeded at each step).
+`seeding.Stream.MASKING`, and dropout is reseeded at each step).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import numpy as np
 from keras import ops
 
 from squadqa import objectives as obj
-from squadqa import rundir
+from squadqa import rundir, seeding
 from squadqa.architecture import MASKED_LOGIT
 from squadqa.config import RunConfig
 from squadqa.data import Example, load_squad
@@ -172,7 +172,8 @@ class PretrainModel(keras.Model):
         gen_logits = self.generator_head(at, self.generator.embeddings.word_embeddings.embeddings)
         gen_loss = mlm_loss(gen_logits, inputs["mlm_labels"], inputs["mlm_weights"])
         # Sample each masked position from the generator by inverse CDF with the batch's own
-        # uniform noise (drawn in numpy from batch_rng), so resumed runs sample the same tokens.
+        # uniform noise (drawn in numpy from the batch's MASKING stream), so resumed runs sample
+        # the same tokens.
         probs = ops.softmax(ops.stop_gradient(gen_logits), axis=-1)
         below = ops.cumsum(probs, axis=-1) < inputs["sample_noise"][:, :, None]
         sampled = ops.minimum(ops.sum(ops.cast(below, "int32"), axis=-1), ops.shape(probs)[-1] - 1)
@@ -259,7 +260,8 @@ class PretrainBatches(keras.utils.PyDataset):
         from squadqa.features import batch_order, split_evenly
 
         self.epoch, self.start = epoch, start
-        order = batch_order(self.windows.lengths, self.batch_size, True, self.seed + epoch)
+        seed = seeding.seed_sequence(self.seed, seeding.Stream.BATCH_ORDER, epoch)
+        order = batch_order(self.windows.lengths, self.batch_size, True, seed)
         self.order = split_evenly(order, self.replicas.devices)  # data parallel: counted at start
         lengths = self.windows.lengths
         self.dropped_per_epoch = len(lengths) - sum(len(b) for b in self.order)
@@ -276,7 +278,9 @@ class PretrainBatches(keras.utils.PyDataset):
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
         """The global batch (its masking drawn as in a one-process run); this process's rows."""
         step = self.start + index
-        batch = self.batch(self.order[step], obj.batch_rng(self.seed, self.epoch, step))
+        batch = self.batch(
+            self.order[step], seeding.generator(self.seed, seeding.Stream.MASKING, self.epoch, step)
+        )
         return self.replicas.local_rows(batch)
 
     def batch(self, indices: Sequence[int], rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -444,7 +448,7 @@ def pretrain(
     config, run_dir = open_run_dir(config, runs_dir, resume)
     t, p = config.train, config.pretrain
     malloc_tuned = reuse_freed_memory()
-    keras.utils.set_random_seed(t.seed)
+    keras.utils.set_random_seed(seeding.integer(t.seed, seeding.Stream.INIT))
     set_precision(t.mixed_precision)
     replicas = set_distribution(t)
     examples = train_examples(config)

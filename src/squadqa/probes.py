@@ -30,7 +30,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from squadqa import rundir
+from squadqa import rundir, seeding
 from squadqa.config import RunConfig
 from squadqa.data import Example
 from squadqa.features import Features, batch_order, pad_batch
@@ -147,13 +147,12 @@ def fit_probe(
 
     Seeds Keras' global generators with `settings.seed`, as training does: the same fit each time.
     """
-    keras.utils.set_random_seed(settings.seed)
+    keras.utils.set_random_seed(seeding.integer(settings.seed, seeding.Stream.INIT))
     probe = SpanProbe(states[0].shape[-1])
     probe.compile(optimizer=keras.optimizers.Adam(settings.learning_rate), **span_objective())
     for epoch in range(settings.epochs):
-        order = batch_order(
-            features.lengths, settings.batch_size, shuffle=True, seed=settings.seed + epoch
-        )
+        seed = seeding.seed_sequence(settings.seed, seeding.Stream.BATCH_ORDER, epoch)
+        order = batch_order(features.lengths, settings.batch_size, shuffle=True, seed=seed)
         for indices in order:
             probe.train_on_batch(
                 _probe_inputs(states, features, indices, multiple),

@@ -23,7 +23,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from squadqa import rundir
+from squadqa import rundir, seeding
 from squadqa.config import RunConfig, architecture_settings, dump_config, model_defaults
 from squadqa.data import Example, default_cache_dir, load_squad
 from squadqa.distributed import (
@@ -94,7 +94,8 @@ class TrainBatches(keras.utils.PyDataset):
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         """The batches of `epoch` from step `start` on (a resumed epoch skips the done ones)."""
-        order = batch_order(self.lengths, self.batch_size, True, self.seed * 1000 + epoch)
+        seed = seeding.seed_sequence(self.seed, seeding.Stream.BATCH_ORDER, epoch)
+        order = batch_order(self.lengths, self.batch_size, True, seed)
         # Data parallel: each batch must split evenly over the replicas; the one short batch of
         # an epoch loses its remainder (counted, and printed once per run).
         self.order = split_evenly(order, self.replicas.devices)
@@ -286,7 +287,7 @@ def train(
 
     t = config.train
     malloc_tuned = reuse_freed_memory()
-    keras.utils.set_random_seed(t.seed)
+    keras.utils.set_random_seed(seeding.integer(t.seed, seeding.Stream.INIT))
     set_precision(t.mixed_precision)
     replicas = set_distribution(t)
     prep = prepare(config, run_dir, resume, replicas)
