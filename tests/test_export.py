@@ -165,6 +165,44 @@ def test_missing_onnx_file_says_how_to_make_it(tiny_run: Path, tmp_path: Path) -
         QAPredictor.from_run_dir(run_dir, runtime="tensorrt")
 
 
+@pytest.fixture
+def shipped_reader(exported_tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The tiny run as a shipped reader: int8 ONNX only (no model.keras), in a readers folder."""
+    readers = tmp_path / "readers"
+    keep = (rundir.CONFIG, rundir.TOKENIZER, rundir.ONNX_INT8, rundir.EVAL)
+    (readers / "tiny").mkdir(parents=True)
+    for name in keep:
+        shutil.copy(exported_tiny / name, readers / "tiny" / name)
+    monkeypatch.setattr(rundir, "READERS", readers)
+    return readers / "tiny"
+
+
+def test_builtin_reader_answers_on_the_runtime_it_ships(
+    shipped_reader: Path, exported_tiny: Path
+) -> None:
+    assert rundir.builtin_readers() == ["tiny"]
+    builtin = QAPredictor.from_run_dir("builtin:tiny").answer(CONTEXT, QUESTIONS)
+    int8 = QAPredictor.from_run_dir(exported_tiny, runtime="onnx-int8").answer(CONTEXT, QUESTIONS)
+    assert builtin == int8  # auto: the one model file it holds, int8 ONNX
+    with pytest.raises(FileNotFoundError, match="no builtin reader 'nope'; this install ships "):
+        QAPredictor.from_run_dir("builtin:nope")
+
+
+def test_readers_command_lists_dev_scores_and_export_refuses_builtins(
+    shipped_reader: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scores = json.loads((shipped_reader / rundir.EVAL).read_text())
+    assert main(["readers"]) == 0
+    out = capsys.readouterr().out
+    assert f"builtin:tiny  dev EM {scores['exact_match']:.2f} / F1 {scores['f1']:.2f}" in out
+    assert "squadqa answer --model builtin:tiny" in out
+    with pytest.raises(SystemExit, match="copy it first"):
+        main(["export", "builtin:tiny"])
+    assert sorted(p.name for p in shipped_reader.iterdir()) == sorted(
+        [rundir.CONFIG, rundir.EVAL, rundir.ONNX_INT8, rundir.TOKENIZER]
+    )
+
+
 # The issue's repro (4 sentences; 2-3 windows each with the tiny tokenizer) whose answer must not
 # depend on its neighbours.
 EIFFEL = (

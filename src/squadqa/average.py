@@ -113,7 +113,7 @@ def average_run(
         )
     # The one loader of a run directory (checks config, tokenizer and model.keras are there),
     # before anything is written.
-    source_run = QAPredictor.from_run_dir(source)
+    source_run = QAPredictor.from_run_dir(source, runtime="keras")
     model = source_run.model
     target = Path(out) if out else source.with_name(f"{source.name}-avg{_label(chosen)}")
     if target.exists():

@@ -325,7 +325,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     from squadqa.rundir import write_text
 
     context = _context(args)
-    explainer = Explainer(QAPredictor.from_run_dir(args.model))
+    explainer = Explainer(QAPredictor.from_run_dir(args.model, runtime="keras"))
     explanation = explainer.explain(
         context, args.question, steps=args.steps, baseline=args.baseline, method=args.method
     )
@@ -398,7 +398,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from squadqa.export import export_onnx
+    from squadqa.rundir import BUILTIN, run_path
 
+    if args.run_dir.startswith(BUILTIN):  # export writes into the run: not into the package
+        shipped = run_path(args.run_dir)
+        raise SystemExit(
+            f"{args.run_dir} ships its ONNX files already ({shipped}); to export it again, copy "
+            f"it first: cp -r {shipped} DIR && squadqa export DIR"
+        )
     record = export_onnx(args.run_dir, quantize=args.quantize, tolerance=args.tolerance)
     for name, info in record["files"].items():
         print(
@@ -409,6 +416,26 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_readers(args: argparse.Namespace) -> int:
+    """The readers shipped in the package, what they score on dev, and how to ask one."""
+    from squadqa.rundir import BUILTIN, EVAL, READERS, builtin_readers, read_json
+
+    names = builtin_readers()
+    if not names:
+        print(f"this install ships no trained readers ({READERS} holds none)")
+        return 0
+    for name in names:
+        scores = read_json(READERS / name / EVAL) if (READERS / name / EVAL).is_file() else {}
+        dev = (
+            f"dev EM {scores['exact_match']:.2f} / F1 {scores['f1']:.2f}"
+            if "f1" in scores
+            else "not scored"
+        )
+        print(f"{BUILTIN}{name}  {dev}  {READERS / name}")
+    print(f"ask one: squadqa answer --model {BUILTIN}{names[0]} --context TEXT --question QUESTION")
+    return 0
+
+
 def _cmd_average(args: argparse.Namespace) -> int:
     from squadqa.average import average_run
 
@@ -416,14 +443,25 @@ def _cmd_average(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_model_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        required=True,
+        metavar="RUN_DIR",
+        help="a run directory, or builtin:NAME for a reader shipped with squadqa "
+        "(`squadqa readers` lists them)",
+    )
+
+
 def _add_runtime_argument(parser: argparse.ArgumentParser) -> None:
-    from squadqa.inference import RUNTIMES, QAPredictor
+    from squadqa.inference import AUTO, RUNTIMES, QAPredictor
 
     parser.add_argument(
         "--runtime",
-        choices=list(RUNTIMES),
+        choices=[AUTO, *RUNTIMES],
         default=_default_of(QAPredictor.from_run_dir, "runtime"),
-        help="keras: model.keras; onnx / onnx-int8: the files `squadqa export` writes",
+        help="keras: model.keras; onnx / onnx-int8: the files `squadqa export` writes; auto: "
+        "the first of these the run holds",
     )
 
 
@@ -581,6 +619,9 @@ def build_parser() -> argparse.ArgumentParser:
     ru.add_argument("--format", choices=["md", "csv"], default="md")
     ru.set_defaults(func=_cmd_runs)
 
+    rd = sub.add_parser("readers", help="the trained readers shipped with squadqa (builtin:NAME)")
+    rd.set_defaults(func=_cmd_readers)
+
     ca = sub.add_parser(
         "calibrate",
         help="fit the temperature that makes the top answer's probability its chance of being "
@@ -635,7 +676,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.set_defaults(func=_cmd_report)
 
     an = sub.add_parser("answer", help="ask a trained run questions about a context")
-    an.add_argument("--model", required=True, metavar="RUN_DIR", help="run directory")
+    _add_model_argument(an)
     _add_context_arguments(an)
     an.add_argument(
         "--question",
@@ -659,7 +700,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="why a run gives its answer: integrated-gradients attributions of the start and "
         "end logits, attention per layer and head (explain.json and pictures)",
     )
-    xp.add_argument("--model", required=True, metavar="RUN_DIR", help="run directory")
+    _add_model_argument(xp)
     _add_context_arguments(xp)
     xp.add_argument("--question", required=True, help="the question")
     xp.add_argument("--out", default="explain", help="folder for explain.json and the pictures")
@@ -685,7 +726,7 @@ def build_parser() -> argparse.ArgumentParser:
     xp.set_defaults(func=_cmd_explain)
 
     pr = sub.add_parser("predict", help="official-format predictions for a SQuAD file")
-    pr.add_argument("--model", required=True, metavar="RUN_DIR", help="run directory")
+    _add_model_argument(pr)
     pr.add_argument("--data", required=True, help="SQuAD JSON (plain or .gz), or 'sample'")
     pr.add_argument("--out", required=True, help="predictions.json to write ({id: answer})")
     pr.add_argument("--nbest", help="also write the n-best candidates per id here")
@@ -699,7 +740,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.set_defaults(func=_cmd_predict)
 
     se = sub.add_parser("serve", help="HTTP API and web page for a trained run")
-    se.add_argument("--model", required=True, metavar="RUN_DIR", help="run directory")
+    _add_model_argument(se)
     se.add_argument("--host", default="127.0.0.1")
     se.add_argument("--port", type=int, default=8000)
     se.add_argument(

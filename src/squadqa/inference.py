@@ -33,6 +33,7 @@ from squadqa.tokenization import QATokenizer, load_tokenizer
 
 # What `QAPredictor.from_run_dir(runtime=...)` loads from the run directory.
 RUNTIMES = {"keras": MODEL, "onnx": rundir.ONNX, "onnx-int8": rundir.ONNX_INT8}
+AUTO = "auto"  # the first runtime of RUNTIMES whose file the run directory holds
 # ONNX Runtime on CPU runs any shape without recompiling: round lengths only a little.
 ONNX_LENGTH_MULTIPLE = 8
 
@@ -147,22 +148,28 @@ class QAPredictor:
         cls,
         path: str | Path,
         batch_size: int | None = None,
-        runtime: str = "keras",
+        runtime: str = AUTO,
     ) -> QAPredictor:
         """Load `config.toml`, `tokenizer.json` and the model file of `runtime` (`RUNTIMES`).
 
+        `path`: a run directory, or `builtin:NAME` for a reader shipped in the package.
         `keras`: `model.keras` (safe mode) on the Keras backend; `onnx` / `onnx-int8`:
         `model.onnx` / `model.int8.onnx` (made by `squadqa export`) on ONNX Runtime, without
-        importing Keras. `batching`: run concurrent `answer` calls' windows together (the
-        server's request batching). A SQuAD 2.0 run answers "no answer" with the null threshold
-        it chose on dev (`eval.json`), else with the configured `postprocess.null_threshold`; a
-        calibrated run's probabilities use the temperature of its `calibration.json`.
+        importing Keras; `auto`: the first of those the run holds (a trained run: `keras`; a
+        shipped int8 reader: `onnx-int8`). A SQuAD 2.0 run answers "no answer" with the null
+        threshold it chose on dev (`eval.json`), else with the configured
+        `postprocess.null_threshold`; a calibrated run's probabilities use the temperature of its
+        `calibration.json`.
         """
-        if runtime not in RUNTIMES:
-            raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
-        run_dir = Path(path)
+        if runtime != AUTO and runtime not in RUNTIMES:
+            choices = ", ".join([AUTO, *RUNTIMES])
+            raise ValueError(f"runtime must be one of {choices}, got {runtime!r}")
+        run_dir = rundir.run_path(path)
         if not run_dir.is_dir():
             raise FileNotFoundError(f"run directory {run_dir} does not exist")
+        if runtime == AUTO:
+            held = [r for r, name in RUNTIMES.items() if (run_dir / name).is_file()]
+            runtime = held[0] if held else "keras"  # none: the error below names model.keras
         model_file = RUNTIMES[runtime]
         missing = [n for n in (CONFIG, TOKENIZER, model_file) if not (run_dir / n).is_file()]
         if missing:

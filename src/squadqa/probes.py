@@ -216,7 +216,8 @@ def probe_run(
         if n < 1:
             raise ValueError(f"probe {name}={n} must be at least 1")
     run_dir = Path(run_dir)
-    loaded = QAPredictor.from_run_dir(run_dir)  # the one loader: checks the run's files
+    # the one loader: checks the run's files
+    loaded = QAPredictor.from_run_dir(run_dir, runtime="keras")
     model, tokenizer = loaded.model, loaded.tokenizer
     config = load_config(run_dir / rundir.CONFIG)
     config = replace(config, data=replace(config.data, max_dev_samples=dev_samples))

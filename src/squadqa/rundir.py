@@ -27,6 +27,9 @@ read, all through the names below::
 
 Every write goes through `write_atomic` (a temporary file renamed into place), so a reader, a
 crash or a resumed run never meets half a file.
+
+`builtin:NAME` names a trained reader shipped inside the package (`squadqa/readers/NAME/`, the
+same files, for asking questions with no training first); `run_path` resolves it.
 """
 
 from __future__ import annotations
@@ -62,6 +65,30 @@ STATE = "state.json"
 AVERAGE = "average.json"
 CALIBRATION = "calibration.json"
 PROBES = "probes.json"
+BUILTIN = "builtin:"
+READERS = Path(__file__).parent / "readers"  # the shipped readers, one run directory each
+
+
+def builtin_readers() -> list[str]:
+    """The names `builtin:NAME` accepts: the run directories shipped in `squadqa/readers/`."""
+    if not READERS.is_dir():
+        return []
+    return sorted(p.name for p in READERS.iterdir() if (p / CONFIG).is_file())
+
+
+def run_path(path: str | os.PathLike[str]) -> Path:
+    """A run directory from a path or from `builtin:NAME` (a reader shipped in the package)."""
+    text = os.fspath(path)
+    if not text.startswith(BUILTIN):
+        return Path(text)
+    name = text[len(BUILTIN) :]
+    shipped = builtin_readers()
+    if name not in shipped:
+        raise FileNotFoundError(
+            f"no builtin reader {name!r}; this install ships "
+            + (", ".join(f"{BUILTIN}{n}" for n in shipped) or "none")
+        )
+    return READERS / name
 
 
 def epoch_weights(epoch: int) -> str:

@@ -141,7 +141,12 @@ def add_commands(
     ix.set_defaults(func=_cmd_index)
 
     ak = sub.add_parser("ask", help="answer a question from an index: retrieve, then read")
-    ak.add_argument("--model", required=True, metavar="RUN_DIR", help="run directory (reader)")
+    ak.add_argument(
+        "--model",
+        required=True,
+        metavar="RUN_DIR",
+        help="the reader: a run directory or builtin:NAME",
+    )
     ak.add_argument("--index", required=True, metavar="INDEX", help="made by `squadqa index`")
     ak.add_argument("question", nargs="+", help="one or more questions")
     ak.add_argument("--passages", type=int, default=5, help="passages retrieved and read (K)")
