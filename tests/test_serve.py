@@ -20,7 +20,13 @@ import httpx
 from fastapi.testclient import TestClient
 from test_inference import check_answer
 
-from squadqa.serve.app import BodyLimitMiddleware, Limits, create_app, serve_in_thread
+from squadqa.serve.app import (
+    BodyLimitMiddleware,
+    Limits,
+    create_app,
+    json_bad_request_protocol,
+    serve_in_thread,
+)
 
 LIMITS = Limits(
     max_body_bytes=4096, max_context_chars=1500, max_questions=3, max_question_chars=200,
@@ -306,6 +312,15 @@ def fake_server():
         yield url
 
 
+@pytest.fixture(scope="module", params=["h11", "httptools"])
+def fake_server_on_each_parser(request):
+    """`fake_server` on each of uvicorn's HTTP parsers: `auto` takes httptools when installed (the
+    `serve` extra), h11 otherwise, and each answers a request it cannot parse on its own."""
+    pytest.importorskip(request.param)
+    with serve_in_thread(create_app(FakePredictor(), LIMITS), parser=request.param) as url:
+        yield url
+
+
 @pytest.mark.parametrize(
     "request_bytes",
     [
@@ -314,9 +329,9 @@ def fake_server():
         b"GET /healthz HTTP/1.1\r\nHost t\r\n\r\n",  # a header without its colon
     ],
 )
-def test_malformed_http_is_a_json_400(fake_server, request_bytes):
+def test_malformed_http_is_a_json_400(fake_server_on_each_parser, request_bytes):
     """uvicorn answers these before the app sees them: in the app's JSON shape all the same."""
-    head, body = raw_exchange(fake_server, request_bytes)
+    head, body = raw_exchange(fake_server_on_each_parser, request_bytes)
     lines = head.decode("latin-1").split("\r\n")
     assert lines[0].startswith("HTTP/1.1 400"), head
     headers = dict(line.lower().split(": ", 1) for line in lines[1:])
@@ -759,3 +774,8 @@ def test_serving_imports_no_training_code():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_an_unknown_http_parser_is_refused_by_name():
+    with pytest.raises(ValueError, match="unknown HTTP parser 'h2'"):
+        json_bad_request_protocol("h2")

@@ -921,13 +921,20 @@ def create_app(
 # --------------------------------------------------------------------------- uvicorn
 
 
-def json_bad_request_protocol() -> type[asyncio.Protocol]:
-    """uvicorn's own choice of HTTP parser (httptools if installed, else h11), but answering a
-    request it cannot parse with the app's JSON error shape instead of a text/plain 400: uvicorn's
-    `http=` for `run` and `serve_in_thread`."""
-    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+def json_bad_request_protocol(parser: str = "auto") -> type[asyncio.Protocol]:
+    """uvicorn's HTTP parser (`auto`: httptools if installed, as the `serve` extra does, else h11;
+    or `h11` / `httptools`), but answering a request it cannot parse with the app's JSON error
+    shape instead of a text/plain 400: uvicorn's `http=` for `run` and `serve_in_thread`."""
+    if parser == "h11":
+        from uvicorn.protocols.http.h11_impl import H11Protocol as base
+    elif parser == "httptools":
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
+    elif parser == "auto":
+        from uvicorn.protocols.http.auto import AutoHTTPProtocol as base
+    else:
+        raise ValueError(f"unknown HTTP parser {parser!r} (auto, h11 or httptools)")
 
-    class JsonBadRequestProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
+    class JsonBadRequestProtocol(base):  # type: ignore[misc, valid-type]
         def send_400_response(self, msg: str) -> None:
             # Raw bytes, as httptools' version writes them: the connection closes right after,
             # so h11's state machine has nothing left to track.
@@ -960,10 +967,13 @@ def run(
 
 
 @contextmanager
-def serve_in_thread(app: ASGIApp, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+def serve_in_thread(
+    app: ASGIApp, host: str = "127.0.0.1", port: int = 0, parser: str = "auto"
+) -> Iterator[str]:
     """Run uvicorn in a background thread (tests, benchmarks); yields the base URL.
 
-    The socket is bound here, port 0 = any free one, so there is no race for the port.
+    The socket is bound here, port 0 = any free one, so there is no race for the port. `parser`:
+    as `json_bad_request_protocol`'s (tests try both).
     """
     import uvicorn
 
@@ -971,7 +981,7 @@ def serve_in_thread(app: ASGIApp, host: str = "127.0.0.1", port: int = 0) -> Ite
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     config = uvicorn.Config(
-        app, log_level="warning", lifespan="off", http=json_bad_request_protocol()
+        app, log_level="warning", lifespan="off", http=json_bad_request_protocol(parser)
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(
