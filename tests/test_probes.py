@@ -71,7 +71,7 @@ def test_a_probe_carrying_the_runs_own_head_scores_what_evaluation_scored(tiny_r
     features = build_features(dev.examples, loaded.tokenizer, config.features)
     states = layer_states(loaded.model, features, loaded.tokenizer.pad_id, 16, 8)
     assert len(states) == loaded.model.config.num_layers + 1
-    probe = SpanProbe(loaded.model.config.hidden_size)
+    probe = SpanProbe(loaded.model.config.hidden_size, loaded.model.config.initializer_range)
     probe.head.dense.set_weights(loaded.model.span_head.dense.get_weights())
     scored = score_probe(probe, states[-1], config, dev.examples, features, batch_size=16)
     evaluated = json.loads((tiny_run / rundir.EVAL).read_text())

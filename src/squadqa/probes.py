@@ -65,6 +65,7 @@ class ProbeSettings:
     learning_rate: float = 1e-2
     batch_size: int = 32
     seed: int = 0
+    initializer_range: float = 0.02  # the head's kernel stddev before fitting (BERT's)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -77,9 +78,9 @@ class ProbeSettings:
 class SpanProbe(keras.Model):
     """A linear span head over given hidden states: `{"hidden", "span_mask"}` -> logits."""
 
-    def __init__(self, hidden_size: int, **kwargs: Any) -> None:
+    def __init__(self, hidden_size: int, initializer_range: float, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.head = SpanHead(hidden_size, name="span_head")
+        self.head = SpanHead(hidden_size, initializer_range=initializer_range, name="span_head")
         self.head.build()
 
     def call(self, inputs: dict[str, Any]) -> dict[str, Any]:
@@ -148,7 +149,7 @@ def fit_probe(
     Seeds Keras' global generators with `settings.seed`, as training does: the same fit each time.
     """
     keras.utils.set_random_seed(seeding.integer(settings.seed, seeding.Stream.INIT))
-    probe = SpanProbe(states[0].shape[-1])
+    probe = SpanProbe(states[0].shape[-1], settings.initializer_range)
     probe.compile(optimizer=keras.optimizers.Adam(settings.learning_rate), **span_objective())
     for epoch in range(settings.epochs):
         seed = seeding.seed_sequence(settings.seed, seeding.Stream.BATCH_ORDER, epoch)

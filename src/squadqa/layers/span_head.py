@@ -19,7 +19,7 @@ from squadqa.architecture import MASKED_LOGIT
 class SpanHead(keras.layers.Layer):
     """Start/end logits ``[batch, seq]`` (float32) with non-answer positions masked."""
 
-    def __init__(self, hidden_size: int, initializer_range: float = 0.02, **kwargs: Any) -> None:
+    def __init__(self, hidden_size: int, *, initializer_range: float, **kwargs: Any) -> None:
         kwargs["dtype"] = "float32"  # always float32 logits, whatever the global policy
         super().__init__(**kwargs)
         self.hidden_size = hidden_size
