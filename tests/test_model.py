@@ -308,3 +308,13 @@ def test_question_match_embedding_is_an_input_only_when_enabled(tmp_path) -> Non
     np.testing.assert_allclose(
         logits_np(loaded, {**batch, "question_match": flags})[0], flagged[0], atol=1e-6
     )
+
+
+def test_hf_export_refuses_grouped_key_value_heads() -> None:
+    """BERT has one key/value head per head: a grouped model's key/value matrices (16 x 8 here)
+    would not load into it, so exporting under HF names refuses instead of writing them."""
+    from squadqa.pretrained import export_state_dict
+
+    assert "qa_outputs.weight" in export_state_dict(QATransformer(tiny_config()))
+    with pytest.raises(ValueError, match=r"num_key_value_heads=2 \(grouped\) has no HF BERT"):
+        export_state_dict(QATransformer(tiny_config(num_key_value_heads=2)))

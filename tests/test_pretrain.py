@@ -341,3 +341,24 @@ def test_a_checkpoints_architecture_overriding_set_model_keys_is_named() -> None
     # hidden_size agrees, dropout is the fine-tune's to set, the rest are defaults: one key.
     assert overridden_architecture(asked, checkpoint) == ["num_layers = 6 (checkpoint: 3)"]
     assert overridden_architecture(load_config(None, []), checkpoint) == []
+
+
+def test_electra_generator_of_a_grouped_encoder() -> None:
+    """The generator scales the head count (4 -> 1 at a quarter of the width), which the encoder's
+    grouping (2 key/value heads) does not divide: the generator keeps a key/value head per head."""
+    from squadqa.model import QAConfig
+    from squadqa.pretrain import generator_config
+
+    encoder = QAConfig(
+        vocab_size=40,
+        hidden_size=16,
+        num_layers=2,
+        num_heads=4,
+        intermediate_size=32,
+        max_position_embeddings=32,
+        num_key_value_heads=2,
+    )
+    generator = generator_config(encoder, obj.PretrainConfig(objective="electra"))
+    settings = generator.attention_settings()
+    assert (settings["num_heads"], settings["num_key_value_heads"]) == (1, 1)
+    assert (generator.hidden_size, generator.num_layers) == (4, 2)

@@ -215,7 +215,9 @@ class PretrainModel(keras.Model):
 
 
 def generator_config(config: QAConfig, pretrain: obj.PretrainConfig) -> QAConfig:
-    """ELECTRA's small generator: the encoder's depth at `generator_size` of its width."""
+    """ELECTRA's small generator: the encoder's depth at `generator_size` of its width, with one
+    key/value head per head (its head count is scaled, so the encoder's grouping may not divide
+    it; grouping is the encoder's choice, not the throwaway generator's)."""
     heads = max(1, round(config.num_heads * pretrain.generator_size))
     head_size = max(2, round(config.hidden_size * pretrain.generator_size / heads) // 2 * 2)
     return QAConfig(
@@ -223,6 +225,7 @@ def generator_config(config: QAConfig, pretrain: obj.PretrainConfig) -> QAConfig
             **config.to_dict(),
             "hidden_size": heads * head_size,
             "num_heads": heads,
+            "num_key_value_heads": 0,
             "intermediate_size": max(4, round(config.intermediate_size * pretrain.generator_size)),
             "question_match": False,
         }

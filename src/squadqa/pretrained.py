@@ -467,12 +467,20 @@ def export_state_dict(model: QATransformer, prefix: str = "") -> dict[str, np.nd
     """Our weights under HF names (the inverse map), e.g. to copy the span head into HF.
 
     ``prefix`` (e.g. ``"bert."``) goes on encoder names; ``qa_outputs.*`` never takes one.
+    Grouped key/value heads are refused: BERT's key and value matrices have no such shape.
     """
     from keras import ops
 
+    config = model.config
+    if config.num_key_value_heads not in (0, config.num_heads):
+        raise ValueError(
+            f"a model with num_key_value_heads={config.num_key_value_heads} (grouped) has no "
+            f"HF BERT equivalent: BERT has one key/value head per head ({config.num_heads})"
+        )
+
     variables = model_variables(model)
     exported: dict[str, np.ndarray] = {}
-    for key, (ours, transpose) in hf_name_map(model.config.num_layers).items():
+    for key, (ours, transpose) in hf_name_map(config.num_layers).items():
         if ours not in variables:  # no position table with sinusoidal / rotary positions
             continue
         array = np.asarray(ops.convert_to_numpy(variables[ours]), dtype=np.float32)
