@@ -386,3 +386,200 @@ def test_evaluate_open_recall_in_both_settings(tmp_path: Path, tiny_run) -> None
     assert set(by_setting) == {"given paragraph", "article", "collection"}
     for row in rows:
         assert 0 <= row["em"] <= row["f1"] <= 100 and row["s_per_question"] > 0
+
+
+class _WordHashEncoder:
+    """A stand-in sentence encoder (hashed bag of words, L2-normalised): dense and hybrid
+    retrieval in seconds, without MiniLM. What is tested is what evaluate-open does with the
+    vectors, whatever they are."""
+
+    def encode(self, texts: list[str], progress: bool = False) -> np.ndarray:
+        import zlib
+
+        vectors = np.zeros((len(texts), 64), np.float32)
+        for row, text in enumerate(texts):
+            for term in terms(text):
+                vectors[row, zlib.crc32(term.encode()) % 64] += 1.0
+        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-9)
+
+
+def _sample_index(max_chars: int):
+    """The bundled sample as a collection of `max_chars` passages, `_WordHashEncoder` vectors."""
+    from squadqa.data import sample_path
+    from squadqa.retrieval.documents import squad_documents
+    from squadqa.retrieval.index import Index, build_collection, new_settings
+
+    encoder = _WordHashEncoder()
+    collection = build_collection(squad_documents(sample_path()), max_chars, encoder)
+    return Index(collection, new_settings(max_chars, False, None), encoder)
+
+
+@pytest.fixture(scope="module")
+def int8_reader(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny run exported to int8 ONNX: each window runs alone (`OnnxModel.row_by_row`), so
+    its answer is the same bit for bit whatever else is read in its batch."""
+    pytest.importorskip("onnxscript")
+    import shutil
+
+    from squadqa.export import export_onnx
+
+    run_dir = tmp_path_factory.mktemp("int8-reader") / "tiny-qa"
+    shutil.copytree(tiny_run, run_dir)
+    export_onnx(run_dir, quantize="int8")
+    return run_dir
+
+
+class _Spy:
+    """Counts the (question, passage) examples a predictor reads; fails on call `fail_at`."""
+
+    def __init__(self, predictor, fail_at: int | None = None) -> None:
+        self.read, self.examples, self.calls, self.fail_at = predictor.read, 0, 0, fail_at
+        predictor.read = self
+
+    def __call__(self, examples):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise KeyboardInterrupt("killed")
+        self.examples += len(examples)
+        return self.read(examples)
+
+
+def _int8(run_dir: Path):
+    from squadqa.inference import QAPredictor
+
+    return QAPredictor.from_run_dir(run_dir, runtime="onnx-int8")
+
+
+def _without_timing(rows: list[dict]) -> list[dict]:
+    skip = {"s_per_question", "retrieval_s_per_question", "index_s", "cached_reads"}
+    return [{k: v for k, v in row.items() if k not in skip} for row in rows]
+
+
+def test_evaluate_open_reads_each_pair_once_and_answers_as_ask_per_row(
+    int8_reader: Path, monkeypatch
+) -> None:
+    """Every row's answers are those of `ask` called on that row alone (an independent path:
+    retrieval at K, one `read` per chunk of 8 questions, other batches), the given paragraph's
+    those of `read` on the examples themselves; and every distinct pair is read once."""
+    import squadqa.retrieval.evaluate as evaluate
+    from squadqa.data import load_squad, sample_path
+    from squadqa.retrieval.ask import ask
+
+    predictor = _int8(int8_reader)
+    index = _sample_index(max_chars=400)  # some contexts cut in two or more passages
+    examples = load_squad(sample_path(), max_samples=24).examples
+    scored: list[dict[str, str]] = []
+    real = evaluate.evaluate_v1
+    monkeypatch.setattr(evaluate, "evaluate_v1", lambda g, p: scored.append(p) or real(g, p))
+    spy = _Spy(predictor)
+    rows = evaluate.evaluate_open(
+        sample_path(), predictor=predictor, max_questions=24, index=index, progress=False
+    )
+    predictor.read = spy.read
+    assert [(r["setting"], r["retriever"]) for r in rows] == [
+        ("given paragraph", ""),
+        *[(s, r) for s in ("article", "collection") for r in ("bm25", "dense", "hybrid")],
+    ]
+    # The reference, row by row.
+    titles = [d.title for d in index.collection.documents]
+    document_of = np.array([p.document for p in index.collection.passages])
+    masks = [document_of == titles.index(e.title) for e in examples]
+    questions = [e.question for e in examples]
+    expected = [predictor.read(examples).answers]
+    reads = []  # per row
+    for setting in ("article", "collection"):
+        for retriever in ("bm25", "dense", "hybrid"):
+            answers = []
+            for first in range(0, len(questions), 8):
+                answers += ask(
+                    predictor,
+                    index,
+                    questions[first : first + 8],
+                    5,
+                    retriever,
+                    subsets=masks[first : first + 8] if setting == "article" else None,
+                )
+            expected.append({e.id: a["text"] for e, a in zip(examples, answers, strict=True)})
+            reads.append(sum(len(a["retrieved"]) for a in answers))
+    assert scored == expected
+    assert len({tuple(answers.values()) for answers in expected}) == 7  # the rows differ
+    assert [r["reads"] for r in rows[1:]] == reads
+    # Each distinct pair once: far fewer reads than the rows' (about 6 x 24 x 5) plus 24.
+    assert spy.examples == rows[0]["distinct_reads"] < (sum(reads) + len(examples)) / 2
+    assert rows[0]["cached_reads"] == 0
+    for row in rows:
+        assert 0 <= row["em"] <= row["f1"] <= 100 and row["s_per_question"] > 0
+
+
+def test_evaluate_open_resumes_a_killed_cache_to_the_same_rows(
+    int8_reader: Path, tmp_path: Path
+) -> None:
+    from squadqa.data import sample_path
+    from squadqa.retrieval.evaluate import evaluate_open
+
+    predictor = _int8(int8_reader)
+    kwargs = {
+        "predictor": predictor,
+        "max_questions": 12,
+        "index": _sample_index(max_chars=400),
+        "progress": False,
+        "read_batch": 7,
+    }
+    plain = evaluate_open(sample_path(), **kwargs)
+    distinct = plain[0]["distinct_reads"]
+    cache = tmp_path / "reads.jsonl"
+    _Spy(predictor, fail_at=4)  # killed during its 4th batch: 3 batches (21 pairs) written
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_open(sample_path(), cache=cache, **kwargs)
+    lines = cache.read_text().splitlines()
+    assert len(lines) == 1 + 21
+    # ... and as if killed in the middle of writing the 21st: half of its line.
+    cache.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][: len(lines[-1]) // 2])
+    spy = _Spy(predictor)
+    resumed = evaluate_open(sample_path(), cache=cache, **kwargs)
+    assert spy.examples == distinct - 20 and resumed[0]["cached_reads"] == 20
+    assert _without_timing(resumed) == _without_timing(plain)
+    assert len(cache.read_text().splitlines()) == 1 + distinct
+    # Finished: the rows again without a single read.
+    spy = _Spy(predictor)
+    again = evaluate_open(sample_path(), cache=cache, **kwargs)
+    assert spy.calls == 0 and again[0]["cached_reads"] == distinct
+    assert _without_timing(again) == _without_timing(plain)
+
+
+def test_evaluate_open_refuses_a_cache_of_another_reader_file_or_passage_set(
+    int8_reader: Path, tiny_run: Path, tmp_path: Path, capsys
+) -> None:
+    import gzip
+
+    from squadqa.cli import main
+    from squadqa.data import sample_path
+    from squadqa.inference import QAPredictor
+    from squadqa.retrieval.evaluate import evaluate_open
+    from squadqa.retrieval.reads import ReadsFileError
+
+    cache = tmp_path / "reads.jsonl"
+    kwargs = {"retrievers": ["bm25"], "max_questions": 3, "progress": False}
+    index = _sample_index(max_chars=400)
+    evaluate_open(sample_path(), predictor=_int8(int8_reader), index=index, cache=cache, **kwargs)
+    made = cache.read_bytes()
+    # The same run on Keras: another reader (float logits, not int8).
+    keras = QAPredictor.from_run_dir(tiny_run)
+    with pytest.raises(ReadsFileError, match=rf"{cache}: its readings are of another reader"):
+        evaluate_open(sample_path(), predictor=keras, index=index, cache=cache, **kwargs)
+    # The same questions in another file (not gzipped): refused too, by the file's digest.
+    plain = tmp_path / "sample.json"
+    plain.write_bytes(gzip.decompress(sample_path().read_bytes()))
+    with pytest.raises(ReadsFileError, match=rf"{cache}: .* another SQuAD file: '.*gz'"):
+        evaluate_open(plain, predictor=_int8(int8_reader), index=index, cache=cache, **kwargs)
+    # Passages of up to 2,000 characters, not 400 (the CLI's collection): another passage set.
+    argv = ["evaluate-open", str(sample_path()), "--retriever", "bm25", "--max-questions", "3"]
+    argv += ["--model", str(int8_reader), "--runtime", "onnx-int8", "--cache", str(cache)]
+    assert main(argv) == 2
+    assert f"{cache}: its readings are of another passage set" in capsys.readouterr().err
+    # Not a reads file at all: refused, and left as it was.
+    other = tmp_path / "predictions.json"
+    other.write_text('{"q1": "Paris"}')
+    with pytest.raises(ReadsFileError, match=rf"{other}: not an evaluate-open reads file"):
+        evaluate_open(sample_path(), predictor=keras, index=index, cache=other, **kwargs)
+    assert other.read_text() == '{"q1": "Paris"}' and cache.read_bytes() == made

@@ -9,5 +9,8 @@
   with reciprocal-rank fusion for the hybrid retriever;
 - `ask`: retrieve K passages, read them in one batch with a run's `QAPredictor`, answer with
   document, passage and character span;
-- `evaluate`: SQuAD dev as an open collection (`squadqa evaluate-open`).
+- `evaluate`: SQuAD dev as an open collection (`squadqa evaluate-open`), each (question,
+  passage) pair read once for all its rows;
+- `reads`: evaluate-open's `--cache` file of readings (resume, re-aggregate, refuse another
+  reader's).
 """

@@ -1,7 +1,9 @@
 """`squadqa ask`: retrieve K passages, read them in one batch, answer with the span it cites.
 
 Every retrieved passage becomes one reader example (the question on the passage's text) and all
-of them go through `QAPredictor.read`: the windows, logits and span chooser of evaluation. The
+of them go through `QAPredictor.read` (`read_passages`): the windows, logits and span chooser of
+evaluation. `answer_from` aggregates one question's readings, for `ask`, `POST /v1/ask` and
+`squadqa evaluate-open` (which reads each question's passages once for all its rows). The
 candidates of all passages are then ranked together by their raw span score (start + end
 logit). Why raw: a softmax per passage would give every passage's best span a high probability
 whether or not the passage holds the answer, so those probabilities do not compare between
@@ -81,44 +83,78 @@ def ask(
         )
         for q, question in enumerate(questions)
     ]
-    collection = index.collection
-    examples = [
-        Example(
-            id=f"{q}:{rank}",
-            title="",
-            context=collection.passage_text(p),
-            question=questions[q],
-            answers=(),
+    readings = iter(
+        read_passages(
+            predictor,
+            [
+                (questions[q], index.collection.passage_text(p))
+                for q, hits in enumerate(hits_per_question)
+                for p, _ in hits
+            ],
         )
-        for q, hits in enumerate(hits_per_question)
-        for rank, (p, _) in enumerate(hits)
-    ]
-    predictions = predictor.read(examples) if examples else None
+    )
     temperature = predictor.span_config.temperature
-    answers = []
-    for q, hits in enumerate(hits_per_question):
-        found: list[tuple[float, int, int, Candidate]] = []  # score, rank, passage, candidate
-        for rank, (p, _) in enumerate(hits):
-            qid = f"{q}:{rank}"
-            assert predictions is not None
-            if predictions.is_no_answer(qid, predictor.span_config):
-                continue
-            found.extend((c.score, rank, p, c) for c in predictions.nbest[qid])
-        found.sort(key=lambda item: (-item[0], item[1], item[3].start))
-        # One softmax over every passage's candidates (postprocess's, at the run's temperature).
-        ranked = with_probabilities([c for *_, c in found], temperature)
-        cited = [_citation(index, p, c) for (_, _, p, _), c in zip(found, ranked, strict=True)]
-        best = cited[0] if cited else _empty()
-        answers.append(
-            OpenAnswer(
-                question=questions[q],
-                **best,
-                no_answer=not cited,
-                retrieved=[{"passage": p, "score": s} for p, s in hits],
-                alternatives=cited[:top_k],
-            )
-        )
-    return answers
+    return [
+        answer_from(index, questions[q], hits, [next(readings) for _ in hits], temperature, top_k)
+        for q, hits in enumerate(hits_per_question)
+    ]
+
+
+def read_passages(predictor: Any, pairs: Sequence[tuple[str, str]]) -> list[list[Candidate]]:
+    """The reader's n-best spans of each (question, passage text) pair, best first, or [] where
+    it answers "no answer" (no span, or a SQuAD 2.0 null above the threshold).
+
+    All pairs' windows go through one `QAPredictor.read` (the windows and span chooser of
+    evaluation). A pair's spans depend on its own question and text only: windows are built per
+    pair, and a batch's padding changes the float runtimes' logits by float noise at most
+    (masked), the int8 one's not at all (each window runs alone, `OnnxModel.row_by_row`).
+    """
+    examples = [
+        Example(id=str(i), title="", context=text, question=question, answers=())
+        for i, (question, text) in enumerate(pairs)
+    ]
+    if not examples:
+        return []
+    predictions = predictor.read(examples)
+    return [
+        []
+        if predictions.is_no_answer(example.id, predictor.span_config)
+        else predictions.nbest[example.id]
+        for example in examples
+    ]
+
+
+def answer_from(
+    index: Index,
+    question: str,
+    hits: Sequence[tuple[int, float]],
+    readings: Sequence[Sequence[Candidate]],
+    temperature: float,
+    top_k: int,
+) -> OpenAnswer:
+    """One question's answer from the readings (`read_passages`) of its retrieved passages
+    (`hits`: passage, retrieval score; best first): every passage's spans ranked together by raw
+    score, ties by retrieval rank then position, probabilities by one softmax over them all."""
+    found: list[tuple[float, int, int, Candidate]] = []  # score, rank, passage, candidate
+    for rank, ((p, _), candidates) in enumerate(zip(hits, readings, strict=True)):
+        found.extend((c.score, rank, p, c) for c in candidates)
+    found.sort(key=lambda item: (-item[0], item[1], item[3].start))
+    # One softmax over every passage's candidates (postprocess's, at the run's temperature).
+    ranked = with_probabilities([c for *_, c in found], temperature)
+    # Only the answer and its alternatives are cited (a question can have 100 candidates).
+    shown = max(top_k, 1)
+    cited = [
+        _citation(index, p, c)
+        for (_, _, p, _), c in zip(found[:shown], ranked[:shown], strict=True)
+    ]
+    best = cited[0] if cited else _empty()
+    return OpenAnswer(
+        question=question,
+        **best,
+        no_answer=not cited,
+        retrieved=[{"passage": p, "score": s} for p, s in hits],
+        alternatives=cited[:top_k],
+    )
 
 
 def _citation(index: Index, p: int, candidate: Candidate) -> Citation:

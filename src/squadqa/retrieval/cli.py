@@ -76,6 +76,8 @@ def _cmd_ask(args: argparse.Namespace) -> int:
 def _cmd_evaluate_open(args: argparse.Namespace) -> int:
     from squadqa.retrieval.evaluate import evaluate_open
 
+    if args.cache and not args.model:
+        raise ValueError("--cache keeps the reader's readings: it needs --model")
     predictor = None
     if args.model:
         squadqa.import_backend_only()
@@ -90,6 +92,7 @@ def _cmd_evaluate_open(args: argparse.Namespace) -> int:
         passages=args.passages,
         max_questions=args.max_questions,
         index=load_index(args.index) if args.index else None,
+        cache=args.cache,
     )
     columns = ["setting", "retriever", "recall@1", "recall@5", "recall@20"]
     columns += ["em", "f1", "s_per_question"] if predictor is not None else []
@@ -114,6 +117,12 @@ def _cmd_evaluate_open(args: argparse.Namespace) -> int:
         )
     if rows:
         print(f"{rows[-1]['questions']} questions; collection ready in {rows[-1]['index_s']:.1f}s")
+    if predictor is not None and rows:
+        print(
+            f"{rows[0]['distinct_reads']} distinct (question, passage) pairs read for "
+            f"{sum(row.get('reads', row['questions']) for row in rows)} reads in the rows"
+            + (f"; {rows[0]['cached_reads']} of them from {args.cache}" if args.cache else "")
+        )
     if args.out:
         from squadqa.rundir import write_json
 
@@ -178,5 +187,11 @@ def add_commands(
     eo.add_argument("--passages", type=int, default=5, help="passages read per question (K)")
     eo.add_argument("--max-questions", type=int, help="the first N questions only")
     eo.add_argument("--out", help="write the rows as JSON here")
+    eo.add_argument(
+        "--cache",
+        metavar="FILE",
+        help="with --model: keep the reader's readings in FILE (JSON lines, appended as they are "
+        "read): a rerun resumes where it stopped and a finished one re-aggregates at once",
+    )
     add_runtime_argument(eo)
     eo.set_defaults(func=_cmd_evaluate_open)
