@@ -7,9 +7,12 @@ import contextlib
 import dataclasses
 import http.client
 import json
+import os
 import re
 import select
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -419,6 +422,78 @@ def test_requests_beyond_max_queue_get_503_at_once():
 
     with serve_in_thread(create_app(model, limits)) as url:
         asyncio.run(asyncio.wait_for(flood(url), timeout=120))
+
+
+linux_only = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="a thread's niceness is set on Linux only"
+)
+
+
+@linux_only
+def test_model_threads_run_below_the_event_loop_thread():
+    """In a fresh process (niceness is per thread and sticks): a thread running when the server
+    starts (a runtime's pool) is lowered by `lower_other_threads`, the calling thread (the event
+    loop's) is not; a worker lowers itself, and a thread it starts is born lowered (what makes
+    torch's and ONNX Runtime's later pools low too)."""
+    code = """
+import json, os, threading
+from squadqa.serve import priority
+
+def nice():
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+base, seen, ready, release = nice(), {}, threading.Event(), threading.Event()
+
+def pool():
+    ready.set()
+    release.wait()
+    seen["pool"] = nice()
+
+def worker():
+    seen["worker_before"] = nice()
+    priority.lower_this_thread()
+    seen["worker"] = nice()
+    child = threading.Thread(target=lambda: seen.update(child=nice()))
+    child.start()
+    child.join()
+
+running = threading.Thread(target=pool)
+running.start()
+ready.wait()
+priority.lower_other_threads()
+release.set()
+running.join()
+later = threading.Thread(target=worker)
+later.start()
+later.join()
+print(json.dumps({"base": base, "event_loop": nice(), **seen}))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    low = min(seen["base"] + 10, 19)
+    assert seen == {
+        "base": seen["base"], "event_loop": seen["base"], "pool": low,
+        "worker_before": seen["base"], "worker": low, "child": low,
+    }  # fmt: skip
+
+
+@linux_only
+def test_the_model_runs_in_a_lowered_thread():
+    """The app's model calls go through `in_model_thread`: the fake model sees its thread's
+    niceness above the server process's own."""
+    seen = []
+
+    class Recording(FakePredictor):
+        def answer(self, context: str, questions: list[str], top_k: int = 3) -> list[dict]:
+            seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+            return super().answer(context, questions, top_k)
+
+    with serve_in_thread(create_app(Recording(), LIMITS)) as url:
+        body = {"context": CONTEXT, "question": "Who?"}
+        assert httpx.post(f"{url}/v1/answer", json=body, timeout=60).status_code == 200
+    assert seen == [min(os.getpriority(os.PRIO_PROCESS, os.getpid()) + 10, 19)]
 
 
 def test_serve_command_bounds_requests_with_or_without_batching():

@@ -17,9 +17,9 @@ Every bad request gets a JSON error naming what is wrong, never a 500 or a hang:
 * 503 at once when `Limits.max_queue` requests are already in flight (`Admission`), answers,
   explanations and asks counted together.
 
-The model runs in Starlette's thread pool (`run_in_threadpool`) so the event loop keeps serving
-health checks and rejecting bad requests while it computes; `QAPredictor` serialises calls into
-the Keras model with its own lock.
+The model runs in Starlette's thread pool (`priority.in_model_thread`), at a lower CPU priority
+than the event loop, so the event loop keeps serving health checks and refusing overload at once
+while it computes; `QAPredictor` serialises calls into the Keras model with its own lock.
 """
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -52,6 +51,7 @@ from squadqa.inference import Span as SpanDict
 from squadqa.retrieval.ask import ask
 from squadqa.retrieval.index import RETRIEVERS
 from squadqa.serve.limits import Limits
+from squadqa.serve.priority import in_model_thread, lower_other_threads
 
 if TYPE_CHECKING:
     from squadqa.retrieval.index import Index
@@ -811,9 +811,7 @@ def create_app(
     async def answer(request: AnswerRequest) -> Any:
         """Answer one or several questions about a context with spans of it."""
         questions = _questions(request, limits)
-        answers = await run_in_threadpool(
-            predictor.answer, request.context, questions, request.top_k
-        )
+        answers = await in_model_thread(predictor.answer, request.context, questions, request.top_k)
         return {"model": predictor.name, "answers": answers}
 
     explain_responses = {
@@ -834,7 +832,7 @@ def create_app(
             )
             return _error(501, "not_implemented", message)
         try:
-            return await run_in_threadpool(
+            return await in_model_thread(
                 explainer.explain,
                 request.context,
                 request.question,
@@ -892,7 +890,7 @@ def create_app(
                 "--no-dense): use bm25"
             )
             raise ApiError(422, "retriever", message)
-        return await run_in_threadpool(ask_index, request, retriever)
+        return await in_model_thread(ask_index, request, retriever)
 
     # HEAD answers like GET without the body (uvicorn drops it); left out of the schema, where
     # HTTP implies it.
@@ -963,6 +961,7 @@ def run(
     import uvicorn
 
     app = create_app(predictor, limits, index=index)
+    lower_other_threads()  # the runtime's pools and the batcher, started with the predictor
     uvicorn.run(app, host=host, port=port, http=json_bad_request_protocol())
 
 
