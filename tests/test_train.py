@@ -400,3 +400,43 @@ def test_a_bf16_run_saves_a_float32_model_with_its_best_weights(tmp_path: Path):
     # Every weight of the served model is one of the checkpoint's arrays, bit for bit.
     for weight in model.get_weights():
         assert any(w.shape == weight.shape and np.array_equal(w, weight) for w in saved)
+
+
+def test_snapshot_is_the_best_epoch_as_a_finished_run_of_its_own(tmp_path: Path, tiny_run):
+    """A run without model.keras yet (as mid-training): the snapshot's model holds, tensor by
+    tensor, what training wrote into model.keras from the same best checkpoint; the scores and
+    predictions are the run's; `squadqa runs` reads it as finished; the run itself is untouched."""
+    import shutil
+
+    from test_average import _model_tensors
+
+    from squadqa.runs import read_run
+    from squadqa.train import snapshot
+
+    source = tmp_path / "run"
+    shutil.copytree(tiny_run, source)
+    trained = tmp_path / "trained.keras"
+    (source / rundir.MODEL).rename(trained)
+    before = {p.name: p.read_bytes() for p in source.iterdir() if p.is_file()}
+    status = rundir.read_json(source / rundir.STATUS)
+
+    target = snapshot(source)
+
+    assert target == tmp_path / f"run-e{status['best_epoch']}"
+    expected, got = _model_tensors(trained), _model_tensors(target / rundir.MODEL)
+    assert expected.keys() == got.keys() and expected
+    for name, tensor in expected.items():
+        np.testing.assert_array_equal(got[name], tensor, err_msg=name)
+    for name in (rundir.CONFIG, rundir.TOKENIZER, rundir.EVAL, rundir.PREDICTIONS, rundir.NBEST):
+        assert (target / name).read_bytes() == before[name], name
+    record = rundir.read_json(target / rundir.STATUS)
+    assert record["status"] == "finished" and record["snapshot_of"] == str(source)
+    assert record["epochs_run"] == status["best_epoch"]
+    assert read_run(target).status == "finished"
+    assert {p.name: p.read_bytes() for p in source.iterdir() if p.is_file()} == before
+
+    with pytest.raises(FileExistsError, match="run-e1 exists"):
+        snapshot(source)
+    (source / rundir.CHECKPOINTS / rundir.BEST_WEIGHTS).unlink()
+    with pytest.raises(FileNotFoundError, match=r"best\.weights\.h5 does not exist"):
+        snapshot(source, tmp_path / "other")

@@ -436,6 +436,13 @@ def _cmd_readers(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_snapshot(args: argparse.Namespace) -> int:
+    from squadqa.train import snapshot
+
+    snapshot(args.run_dir, args.out)
+    return 0
+
+
 def _cmd_average(args: argparse.Namespace) -> int:
     from squadqa.average import average_run
 
@@ -753,6 +760,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_batching_arguments(se)
     _add_queue_argument(se)
     se.set_defaults(func=_cmd_serve)
+
+    sn = sub.add_parser(
+        "snapshot",
+        help="the best epoch so far of a run still training (or stopped) as a finished run "
+        "directory beside it, for predict, serve, export, calibrate and probe",
+    )
+    sn.add_argument("run_dir", metavar="RUN_DIR", help="a training run with a finished epoch")
+    sn.add_argument("--out", help="run directory to write (default: RUN_DIR-eN beside it)")
+    sn.set_defaults(func=_cmd_snapshot)
 
     av = sub.add_parser(
         "average", help="a run's epoch checkpoints averaged into a new run directory, scored on dev"

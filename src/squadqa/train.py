@@ -12,6 +12,7 @@ The run directory's files and how they are written: `squadqa.rundir`.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -24,7 +25,13 @@ import numpy as np
 from keras import ops
 
 from squadqa import rundir, seeding
-from squadqa.config import RunConfig, architecture_settings, dump_config, model_defaults
+from squadqa.config import (
+    RunConfig,
+    architecture_settings,
+    dump_config,
+    load_config,
+    model_defaults,
+)
 from squadqa.data import Example, default_cache_dir, load_squad
 from squadqa.distributed import (
     ONE_DEVICE,
@@ -55,7 +62,7 @@ from squadqa.model import QAConfig, QATransformer, float32_model, span_objective
 from squadqa.optim import WarmupDecay, make_optimizer
 from squadqa.rundir import RunRecord, write_json
 from squadqa.scoring import V2_KEYS, evaluate_dev, load_dev, padding_multiple
-from squadqa.tokenization import QATokenizer
+from squadqa.tokenization import QATokenizer, load_tokenizer
 from squadqa.tracking import Tracker, make_tracker
 
 
@@ -520,8 +527,9 @@ def _epochs(
     return "finished"
 
 
-def _export_best(model: QATransformer, checkpoints: Path) -> None:
-    """model.keras: the best epoch's checkpoint in a fresh, uncompiled float32 model for serving.
+def _export_best(model: QATransformer, checkpoints: Path, target: Path | None = None) -> None:
+    """model.keras (in `target`, by default the run's own directory): the best epoch's checkpoint
+    in a fresh, uncompiled float32 model for serving.
 
     Written by process 0 alone (in a multi-process run), so the model is built outside the
     data-parallel distribution and reads the checkpoint file, not the global training arrays.
@@ -531,4 +539,67 @@ def _export_best(model: QATransformer, checkpoints: Path) -> None:
     with no_distribution():
         export = float32_model(model.get_config())
         export.load_weights(checkpoints / rundir.BEST_WEIGHTS)
-    rundir.write_atomic(checkpoints.parent / rundir.MODEL, export.save)
+    rundir.write_atomic((target or checkpoints.parent) / rundir.MODEL, export.save)
+
+
+# What a snapshot copies from its run besides the model: the best epoch's scores and predictions.
+SNAPSHOT_FILES = (
+    rundir.CONFIG, rundir.TOKENIZER, rundir.EVAL, rundir.METRICS, rundir.PREDICTIONS,
+    rundir.NBEST, rundir.NULL_ODDS,
+)  # fmt: skip
+
+
+def snapshot(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """`squadqa snapshot`: the best epoch so far of a run that trains on (or was stopped) as a
+    finished run directory of its own, which `answer`, `predict`, `serve`, `export`, `calibrate`,
+    `probe` and `ship_reader.py` take like any other (Hugging Face Trainer's `checkpoint-N`).
+
+    A run longer than a session is read at each epoch's end without waiting for its last one,
+    and without touching it: the snapshot is `RUN-eN` beside it (N: the best epoch), holding
+    model.keras built from `checkpoints/best.weights.h5`, the files of `SNAPSHOT_FILES` the run
+    has, and status.json `finished` at N epochs with `snapshot_of` and `snapshot_step` (the
+    run's step when it was taken).
+    """
+    source = Path(run_dir)
+    status_path = source / rundir.STATUS
+    if not status_path.is_file():
+        raise FileNotFoundError(f"{status_path} does not exist: {source} is not a training run")
+    status = rundir.read_json(status_path)
+    checkpoints = source / rundir.CHECKPOINTS
+    best = checkpoints / rundir.BEST_WEIGHTS
+    epoch = status.get("best_epoch")
+    if not best.is_file() or not epoch:
+        raise FileNotFoundError(
+            f"{best} does not exist (best_epoch {epoch} in {status_path}): the run has not "
+            "finished an epoch yet, so there is no scored model to take"
+        )
+    target = Path(out) if out else source.with_name(f"{source.name}-e{epoch}")
+    if target.exists():
+        raise FileExistsError(f"{target} exists: remove it or pass another --out")
+    config = load_config(source / rundir.CONFIG)
+    tokenizer = load_tokenizer(source / rundir.TOKENIZER)
+    model, _ = build_model(config, tokenizer.vocab_size)  # the run's architecture
+    target.mkdir(parents=True)
+    for name in SNAPSHOT_FILES:
+        if (source / name).is_file():
+            shutil.copyfile(source / name, target / name)
+    _export_best(model, checkpoints, target)
+    state = checkpoints / rundir.STATE
+    step = rundir.read_json(state).get("step") if state.is_file() else None
+    rundir.write_json(
+        target / rundir.STATUS,
+        {
+            **status,
+            "status": "finished",
+            "epochs_run": epoch,
+            "snapshot_of": str(source),
+            "snapshot_step": step,
+            "source_status": status.get("status"),
+            "updated": rundir.now(),
+        },
+    )
+    print(
+        f"snapshot of {source} at its best epoch {epoch} (dev EM "
+        f"{status.get('best_dev_exact_match'):.2f} F1 {status.get('best_dev_f1'):.2f}): {target}"
+    )
+    return target
