@@ -111,3 +111,12 @@ def test_bad_settings_are_named() -> None:
         ProbeSettings(epochs=0)
     with pytest.raises(ValueError, match="learning_rate"):
         ProbeSettings(learning_rate=0.0)
+
+
+def test_spread_takes_an_even_stride_in_order() -> None:
+    from squadqa.probes import spread
+
+    assert spread(list(range(10)), 3) == [0, 3, 6]
+    assert spread(list(range(10)), 4) == [0, 2, 5, 7]
+    assert spread(list(range(5)), 5) == [0, 1, 2, 3, 4]
+    assert spread(list(range(5)), 9) == [0, 1, 2, 3, 4]

@@ -643,8 +643,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(train subset), dev EM/F1 by layer in RUN/probes.json",
     )
     pb.add_argument("run_dir", metavar="RUN_DIR", help="a finished run directory")
-    pb.add_argument("--train-samples", type=int, help="first N train questions (1000)")
-    pb.add_argument("--dev-samples", type=int, help="first M dev questions (500)")
+    pb.add_argument("--train-samples", type=int, help="N train questions at an even stride (1000)")
+    pb.add_argument("--dev-samples", type=int, help="M dev questions at an even stride (500)")
     pb.add_argument("--epochs", type=int, help="passes over the train windows (10)")
     pb.add_argument("--learning-rate", type=float, help="Adam's step size (0.01)")
     pb.add_argument("--batch-size", type=int, help="windows per step (32)")

@@ -11,11 +11,13 @@ readable (Alain & Bengio 2016's linear classifier probes), which is what separat
 encoder from one trained on the task alone. The run's own span head, scored on the same dev
 questions, is the reference row.
 
-The train subset is the first N questions of the run's `data.train`: questions the model may have
-trained on, which is fine, since the probe asks what the states encode, not how the model
-generalises; dev stays held out. Every window's states of every layer are held in memory
-(float32): windows x tokens x hidden x (layers + 1) x 4 bytes, roughly 3 GB for MiniLM (384 wide,
-7 states, ~190 tokens a window) at the default 1000 + 500 questions (an estimate, not measured).
+The train subset is N questions of the run's `data.train` and the dev subset M of the questions
+the run was scored on, each taken at an even stride (`spread`) so that they span every article
+(SQuAD's first 500 dev questions are all one article, Super Bowl 50). The train questions are
+ones the model may have trained on, which is fine, since the probe asks what the states encode,
+not how the model generalises; dev stays held out. Every window's states of every layer are held
+in memory (float32): windows x tokens x hidden x (layers + 1) x 4 bytes (measured peaks at the
+default 1000 + 500 questions: docs/results.md).
 The result is `probes.json` in the run directory.
 """
 
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,15 @@ __all__ = [
 
 TRAIN_SAMPLES = 1000
 DEV_SAMPLES = 500
+
+
+def spread(examples: Sequence[Example], n: int) -> list[Example]:
+    """`n` of `examples` at an even stride, in order (all of them when there are no more): a
+    subset that spans the file's articles, where the first `n` would be one or two."""
+    if n >= len(examples):
+        return list(examples)
+    return [examples[i * len(examples) // n] for i in range(n)]
+
 
 # One [window length, hidden] float32 array per window (unpadded).
 WindowStates = list[np.ndarray]
@@ -221,40 +232,34 @@ def probe_run(
     loaded = QAPredictor.from_run_dir(run_dir, runtime="keras")
     model, tokenizer = loaded.model, loaded.tokenizer
     config = load_config(run_dir / rundir.CONFIG)
-    config = replace(config, data=replace(config.data, max_dev_samples=dev_samples))
-    dev = load_dev(config)
+    dev_examples = spread(load_dev(config).examples, dev_samples)
     # Never fit on dev: a run whose train and dev files share questions (the quickstart trains
     # and evaluates on the bundled sample) has those left out of the probe's train subset.
-    dev_ids = {e.id for e in dev.examples}
-    read = load_squad(
-        config.data.train, max_samples=train_samples + len(dev_ids), strict=config.data.strict
-    )
-    train: list[Example] = []
-    left_out = 0
-    for example in read.examples:
-        if len(train) == train_samples:
-            break
-        if example.id in dev_ids:
-            left_out += 1
-        else:
-            train.append(example)
+    dev_ids = {e.id for e in dev_examples}
+    read = load_squad(config.data.train, strict=config.data.strict).examples
+    candidates = [example for example in read if example.id not in dev_ids]
+    left_out = len(read) - len(candidates)
+    train = spread(candidates, train_samples)
     cache = feature_cache_dir()
     train_features = build_features(train, tokenizer, config.features, cache)
-    dev_features = build_features(dev.examples, tokenizer, config.features, cache)
+    dev_features = build_features(dev_examples, tokenizer, config.features, cache)
     batch_size = config.train.eval_batch_size
     multiple = padding_multiple(config.train.length_multiple)
     print(
-        f"probe train: {len(train)} questions of {config.data.train} ({left_out} dev questions "
-        f"left out) -> {len(train_features)} windows"
+        f"probe train: {len(train)} questions of {config.data.train} at an even stride "
+        f"({left_out} dev questions left out) -> {len(train_features)} windows"
     )
-    print(f"probe dev:   {dev.stats.summary()} -> {len(dev_features)} windows")
+    print(
+        f"probe dev:   {len(dev_examples)} questions of {config.data.dev} at an even stride -> "
+        f"{len(dev_features)} windows"
+    )
 
     began = time.perf_counter()
     train_states = layer_states(model, train_features, tokenizer.pad_id, batch_size, multiple)
     dev_states = layer_states(model, dev_features, tokenizer.pad_id, batch_size, multiple)
     states_s = time.perf_counter() - began
     reference, _, reference_loss = evaluate_dev(
-        model, config, dev.examples, dev_features, tokenizer.pad_id
+        model, config, dev_examples, dev_features, tokenizer.pad_id
     )
 
     began = time.perf_counter()
@@ -267,7 +272,7 @@ def probe_run(
                 "layer": layer,
                 "states": "embeddings" if layer == 0 else f"block {layer}",
                 **score_probe(
-                    probe, score_on, config, dev.examples, dev_features, batch_size, multiple
+                    probe, score_on, config, dev_examples, dev_features, batch_size, multiple
                 ),
                 "train_loss": mean_span_loss(train_features, *fitted),
             }
@@ -284,7 +289,8 @@ def probe_run(
         "dev_questions_left_out_of_train": left_out,
         "train_windows": len(train_features),
         "dev_data": str(config.data.dev),
-        "dev_samples": len(dev.examples),
+        "dev_samples": len(dev_examples),
+        "subsets": "an even stride over each file (probes.spread)",
         "dev_windows": len(dev_features),
         "settings": {**asdict(settings), "optimizer": "adam", "loss": "span_objective()"},
         "hidden_size": int(train_states[0][0].shape[-1]),
