@@ -6,6 +6,11 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
+# One OpenMP thread for torch, here and in the subprocesses the tests start (set before torch is
+# imported; set OMP_NUM_THREADS to override). The tests' models are tiny, so a second thread
+# gains little, and on a CPU shared with other work OpenMP's threads wait for each other at every
+# op: tests/test_train.py took 390 s with 2 threads and 79 s with 1 beside two training runs.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 
