@@ -417,6 +417,8 @@ def test_snapshot_is_the_best_epoch_as_a_finished_run_of_its_own(tmp_path: Path,
     shutil.copytree(tiny_run, source)
     trained = tmp_path / "trained.keras"
     (source / rundir.MODEL).rename(trained)
+    # The best epoch's weights, not the latest step's: without them a snapshot could not be built.
+    (source / rundir.CHECKPOINTS / rundir.LAST_WEIGHTS).unlink(missing_ok=True)
     before = {p.name: p.read_bytes() for p in source.iterdir() if p.is_file()}
     status = rundir.read_json(source / rundir.STATUS)
 
