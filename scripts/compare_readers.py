@@ -49,6 +49,7 @@ from squadqa.evaluation import load_predictions, question_scores
 from squadqa.explain import STEPS, TARGETS, Explainer
 from squadqa.inference import QAPredictor
 from squadqa.probes import probe_run, spread
+from squadqa.runs import md_cell
 from squadqa.scoring import load_dev
 
 NEEDED = (rundir.CONFIG, rundir.TOKENIZER, rundir.MODEL, rundir.PREDICTIONS, rundir.NBEST)
@@ -212,11 +213,6 @@ def attribution_example(
 # --------------------------------------------------------------------------- markdown
 
 
-def cell(text: str) -> str:
-    """Text safe inside a markdown table cell."""
-    return " ".join(str(text).split()).replace("|", "\\|")
-
-
 def table(header: list[str], rows: list[list[str]], align: str = "") -> list[str]:
     """A markdown table; `align`: one of l/r per column (default: first left, rest right)."""
     align = align or "l" + "r" * (len(header) - 1)
@@ -359,21 +355,21 @@ def markdown(result: dict[str, Any]) -> str:
         if not chosen:
             lines += [f"No dev question is answered exactly by {who} alone.", ""]
         for ex in chosen:
-            gold = " / ".join(f'"{cell(g)}"' for g in ex["gold"])
-            lines += [f"`{ex['id']}` {cell(ex['question'])} Gold: {gold}", ""]
+            gold = " / ".join(f'"{md_cell(g)}"' for g in ex["gold"])
+            lines += [f"`{ex['id']}` {md_cell(ex['question'])} Gold: {gold}", ""]
             rows = []
             for label in (la, lb):
                 r = ex["runs"][label]
                 tops = [
                     ", ".join(
-                        f"{cell(repr(t['text']))} {t['attribution']:+.3f}"
+                        f"{md_cell(repr(t['text']))} {t['attribution']:+.3f}"
                         for t in r["top_tokens"][target]
                     )
                     for target in TARGETS
                 ]
                 gaps = " / ".join(f"{100 * r['relative_gap'][t]:.2f}%" for t in TARGETS)
                 rows.append(
-                    [label, f'"{cell(r["answer"])}"', f"{r['exact_match']:.0f}", *tops, gaps]
+                    [label, f'"{md_cell(r["answer"])}"', f"{r['exact_match']:.0f}", *tops, gaps]
                 )
             lines += table(
                 ["run", "answer", "EM", "start: top tokens", "end: top tokens", "gap start / end"],
