@@ -497,12 +497,26 @@ def test_report_draws_the_reliability_diagram_with_ece_and_brier(
     assert data.startswith(PNG_MAGIC) and len(data) > 5000
     assert "reliability" in report_figures([run])
     assert "![Reliability diagram, held-out dev questions](reliability.png)" in text
-    row = "| 10 | 12 | 1.500 | {} | 0.0125 | 0.2000 | 0.1500 | 0.850 -> 0.550 | 0.500 |"
+    row = (
+        "| 10 | 12 | 1.500 | none | {} | 0.0125 | 0.0125 | 0.2000 | 0.1500 | 0.850 -> 0.550 "
+        "| 0.500 |"
+    )
     assert "| top answer exactly right " + row.format("0.3500") in text
     assert '| "no answer" right ' + row.format("0.3000") in text
     assert text.count("| (0.8, 0.9] | 12 | 0.850 | 0.500 | 0 | - | - |") == 2
     assert "| (0.5, 0.6] | 0 | - | - | 12 | 0.550 | 0.500 |" in text  # the top answer's
     assert "| (0.4, 0.5] | 0 | - | - | 12 | 0.550 | 0.500 |" in text  # "no answer"'s
+
+    # With an isotonic map: the ECE at the temperature alone beside the final one, and a third
+    # curve in the diagram.
+    mapped = calibrated(0.35, 5)
+    mapped["reliability"]["temperature"] = mapped["reliability"]["after"]
+    mapped |= {"isotonic": {"tempered": [0.1, 0.9], "calibrated": [0.2, 0.8]}}
+    mapped |= {"ece_temperature": 0.05, "brier_temperature": 0.16}
+    (run / "calibration.json").write_text(json.dumps(mapped))
+    text = write_report([run]).read_text()
+    assert "| 10 | 12 | 1.500 | isotonic | 0.3500 | 0.0500 | 0.0125 | 0.2000 |" in text
+    assert (run / "reliability.png").read_bytes().startswith(PNG_MAGIC)
 
     # Without the bins (an older calibration.json): the numbers, no diagram, and what to run.
     (run / "calibration.json").write_text(json.dumps(calibrated(0.35, 5, bins=False)))

@@ -188,14 +188,16 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     from squadqa.calibration import calibrate_run
     from squadqa.rundir import CALIBRATION
 
-    record = calibrate_run(args.run_dir)
+    record = calibrate_run(args.run_dir, args.method)
     for what, r in (("top answer", record), ('"no answer"', record.get("no_answer"))):
         if r is None:  # SQuAD v1.1: no "no answer" to calibrate
             continue
+        then = f" -> {r['ece_temperature']:.4f} (temperature)" if "isotonic" in r else ""
         print(
-            f"{what}: temperature {r['temperature']:.3f} (fitted on {r['fit_questions']} dev "
-            f"questions); on the other {r['held_out_questions']}: ECE {r['ece_before']:.4f} -> "
-            f"{r['ece_after']:.4f}, Brier {r['brier_before']:.4f} -> {r['brier_after']:.4f}, "
+            f"{what}: {r['method']}, temperature {r['temperature']:.3f} (fitted on "
+            f"{r['fit_questions']} dev questions); on the other {r['held_out_questions']}: ECE "
+            f"{r['ece_before']:.4f}{then} -> {r['ece_after']:.4f}, Brier {r['brier_before']:.4f} "
+            f"-> {r['brier_after']:.4f}, "
             f"mean confidence {r['mean_confidence_before']:.3f} -> "
             f"{r['mean_confidence_after']:.3f} vs accuracy {r['held_out_accuracy']:.3f}"
         )
@@ -545,6 +547,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from squadqa.calibration import ISOTONIC_MIN_QUESTIONS, METHODS
     from squadqa.evaluation import evaluate_files  # these import no keras: --help stays quick
     from squadqa.export import export_onnx
     from squadqa.features import FeatureConfig
@@ -631,10 +634,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     ca = sub.add_parser(
         "calibrate",
-        help="fit the temperature that makes the top answer's probability its chance of being "
-        "exactly right (half the dev questions; ECE and Brier on the other half)",
+        help="fit the temperature (and isotonic map) that makes the top answer's probability its "
+        "chance of being exactly right (half the dev questions; ECE and Brier on the other half)",
     )
     ca.add_argument("run_dir")
+    ca.add_argument(
+        "--method",
+        choices=METHODS,
+        default="auto",
+        help="temperature: one number; isotonic: the temperature, then an isotonic map of the top "
+        f"answer's probability; auto: isotonic from {ISOTONIC_MIN_QUESTIONS} fitting questions on "
+        "(default: %(default)s)",
+    )
     ca.set_defaults(func=_cmd_calibrate)
 
     pb = sub.add_parser(

@@ -216,7 +216,9 @@ class Explainer:
         starts, ends = predict_logits(  # the batches `answer` runs: the same logits, once
             self.model, features, tokenizer.pad_id, predictor.batch_size, predictor.length_multiple
         )
-        predictions = extract_answers([example], features, starts, ends, predictor.span_config)
+        predictions = extract_answers(
+            [example], features, starts, ends, predictor.span_config, predictor.top_map
+        )
         answer = predictor.answers_of([example], predictions, top_k=3)[0]
         if not answer["alternatives"]:
             raise NothingToExplain("the context has no tokens: there is no answer to explain")

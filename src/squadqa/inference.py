@@ -26,7 +26,13 @@ from squadqa.features import (
     Features,
     build_features,
 )
-from squadqa.postprocess import Candidate, Predictions, SpanConfig, extract_answers
+from squadqa.postprocess import (
+    Candidate,
+    Predictions,
+    SpanConfig,
+    TopProbabilityMap,
+    extract_answers,
+)
 from squadqa.rundir import CONFIG, MODEL, TOKENIZER, write_json
 from squadqa.scoring import padding_multiple, predict_logits
 from squadqa.tokenization import QATokenizer, load_tokenizer
@@ -70,7 +76,8 @@ ANSWER_FIELDS_HELP: dict[str, str] = {
     "start": "character offset in the context where the answer starts",
     "end": "character offset where it ends (exclusive)",
     "probability": "softmax of the score over the n-best candidates, at the temperature "
-    "`squadqa calibrate` fitted (then: the chance that the top answer is exactly right)",
+    "`squadqa calibrate` fitted; in a calibrated run the top answer's is the chance that it is "
+    "exactly right (temperature, then its isotonic map when fitted)",
     "question": "the question, as asked",
     "no_answer": "the model finds no answer in the context (SQuAD 2.0 runs: null score above "
     'the threshold chosen on dev); text is then "", score and probability 0, and alternatives '
@@ -119,6 +126,7 @@ class QAPredictor:
     length_multiple: int  # batches padded to a multiple of this many tokens (padding_multiple)
     batch_size: int = 64
     name: str = ""
+    top_map: TopProbabilityMap | None = None  # `squadqa calibrate`'s isotonic map, if it fitted one
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -158,8 +166,8 @@ class QAPredictor:
         importing Keras; `auto`: the first of those the run holds (a trained run: `keras`; a
         shipped int8 reader: `onnx-int8`). A SQuAD 2.0 run answers "no answer" with the null
         threshold it chose on dev (`eval.json`), else with the configured
-        `postprocess.null_threshold`; a calibrated run's probabilities use the temperature of its
-        `calibration.json`.
+        `postprocess.null_threshold`; a calibrated run's probabilities use the temperature (and
+        the isotonic map, if fitted) of its `calibration.json`.
         """
         if runtime != AUTO and runtime not in RUNTIMES:
             choices = ", ".join([AUTO, *RUNTIMES])
@@ -207,6 +215,7 @@ class QAPredictor:
         fitted = rundir.temperature(run_dir, of="no_answer")
         if span_config.version_2 and fitted is not None:
             span_config = dataclasses.replace(span_config, no_answer_temperature=fitted)
+        knots = rundir.isotonic_knots(run_dir)
         return cls(
             model=model,
             tokenizer=load_tokenizer(run_dir / TOKENIZER),
@@ -215,6 +224,11 @@ class QAPredictor:
             length_multiple=multiple,
             batch_size=batch_size or config.train.eval_batch_size,
             name=run_dir.resolve().name,
+            top_map=(
+                None
+                if knots is None
+                else TopProbabilityMap(tuple(knots["tempered"]), tuple(knots["calibrated"]))
+            ),
         )
 
     # ----------------------------------------------------------------------------- core path
@@ -228,7 +242,7 @@ class QAPredictor:
     ) -> Predictions:
         """Logits of every window → answers: exactly the evaluation path."""
         starts, ends = self.logits(features, batch_size, progress)
-        return extract_answers(examples, features, starts, ends, self.span_config)
+        return extract_answers(examples, features, starts, ends, self.span_config, self.top_map)
 
     def features(self, examples: Sequence[Example]) -> Features:
         """The windows evaluation would make of these examples."""
@@ -262,7 +276,9 @@ class QAPredictor:
             with self._batcher.arrive():
                 features = self.features(examples)
                 starts, ends = self._batcher.logits(features)
-            predictions = extract_answers(examples, features, starts, ends, self.span_config)
+            predictions = extract_answers(
+                examples, features, starts, ends, self.span_config, self.top_map
+            )
         return self.answers_of(examples, predictions, top_k)
 
     def answers_of(

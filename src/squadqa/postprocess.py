@@ -6,6 +6,7 @@ the server all call `extract_answers`, so what is evaluated is what is served.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,9 +110,7 @@ class Predictions:
             return None
         scores = np.array([c.score for c in ranked], dtype=np.float64)
         null = no_answer_candidate(scores[0], self.null_scores[qid], config.null_threshold)
-        z = np.concatenate([[null], scores]) / config.no_answer_temperature
-        z = np.exp(z - z.max())
-        return float(z[0] / z.sum())
+        return float(softmax(np.concatenate([[null], scores]), config.no_answer_temperature)[0])
 
     def save(self, directory: str | Path) -> None:
         """`predictions.json` (official format), `nbest_predictions.json`, `null_odds.json`."""
@@ -166,14 +165,73 @@ def window_candidates(
     return found
 
 
-def with_probabilities(candidates: list[Candidate], temperature: float) -> list[Candidate]:
+@dataclass(frozen=True)
+class TopProbabilityMap:
+    """`squadqa calibrate`'s isotonic map: the top answer's probability at the run's temperature
+    -> the chance that it is exactly right, piecewise linear through the knots (`tempered`
+    increasing, `calibrated` non-decreasing), flat beyond the first and last knot.
+
+    Example:
+        >>> TopProbabilityMap(tempered=(0.2, 0.8), calibrated=(0.1, 0.5))(0.5)
+        0.3
+    """
+
+    tempered: tuple[float, ...]
+    calibrated: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        x, y = np.asarray(self.tempered), np.asarray(self.calibrated)
+        if not len(x) or len(x) != len(y):
+            raise ValueError(f"isotonic map: {len(x)} tempered and {len(y)} calibrated knots")
+        if np.any(np.diff(x) <= 0) or np.any(np.diff(y) < 0):
+            raise ValueError(
+                "isotonic map: knots must rise (tempered strictly, calibrated never falling)"
+            )
+        if x[0] < 0 or x[-1] > 1 or y[0] < 0 or y[-1] > 1:
+            raise ValueError("isotonic map: knots must be probabilities in [0, 1]")
+
+    def __call__(self, probability: float) -> float:
+        return float(np.interp(probability, self.tempered, self.calibrated))
+
+
+def softmax(scores: np.ndarray, temperature: float) -> np.ndarray:
+    """Softmax of scores / temperature (a stable one: the largest is subtracted first)."""
+    z = np.asarray(scores, dtype=np.float64) / temperature
+    p = np.exp(z - z.max())
+    return p / p.sum()
+
+
+def _shares_with_top(scores: np.ndarray, top: float) -> np.ndarray:
+    """Probabilities whose best candidate has exactly `top`; the others share the rest as the
+    softmax at the one temperature that gives the best `top` (bisection on log T: the best's
+    share falls as T rises). Where no temperature can (`top` below 1/n, or one candidate), they
+    take the nearest and are capped at `top`, so none outranks the answer."""
+    best = int(np.argmax(scores))
+    lo, hi = math.log(1e-3), math.log(1e3)
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        if softmax(scores, math.exp(mid))[best] > top:
+            lo = mid  # too sharp: a higher temperature
+        else:
+            hi = mid
+    probs = np.minimum(softmax(scores, math.exp((lo + hi) / 2)), top)
+    probs[best] = top
+    return probs
+
+
+def with_probabilities(
+    candidates: list[Candidate], temperature: float, top_map: TopProbabilityMap | None = None
+) -> list[Candidate]:
     """The candidates with `probability` = softmax of score / temperature over this list (the
-    n-best of one example, or every passage's candidates in `squadqa ask`)."""
+    n-best of one example, or every passage's candidates in `squadqa ask`); with `top_map` the
+    best candidate's probability is mapped by it and the others share the rest
+    (`_shares_with_top`). Ranking never changes."""
     if not candidates:
         return candidates
-    scores = np.array([c.score for c in candidates]) / temperature
-    probs = np.exp(scores - scores.max())
-    probs /= probs.sum()
+    scores = np.array([c.score for c in candidates], dtype=np.float64)
+    probs = softmax(scores, temperature)
+    if top_map is not None:
+        probs = _shares_with_top(scores, top_map(float(probs.max())))
     return [
         Candidate(c.text, c.start, c.end, c.score, c.start_logit, c.end_logit, float(p))
         for c, p in zip(candidates, probs, strict=True)
@@ -186,8 +244,9 @@ def extract_answers(
     start_logits: Sequence[np.ndarray],
     end_logits: Sequence[np.ndarray],
     config: SpanConfig = SpanConfig(),
+    top_map: TopProbabilityMap | None = None,
 ) -> Predictions:
-    """Best answer per example over all its windows.
+    """Best answer per example over all its windows (probabilities by `with_probabilities`).
 
     `start_logits[i]` / `end_logits[i]` are feature i's logits (any padding beyond the feature's
     length is ignored). Every example gets an entry; one with no valid span answers "".
@@ -220,7 +279,7 @@ def extract_answers(
             if (c.start, c.end) not in best or c.score > best[(c.start, c.end)].score:
                 best[(c.start, c.end)] = c
         ranked = sorted(best.values(), key=lambda c: -c.score)[: config.n_best]
-        ranked = with_probabilities(ranked, config.temperature)
+        ranked = with_probabilities(ranked, config.temperature, top_map)
         nbest[example.id] = ranked
         # No window, or no valid span (a context without tokens): finite, so JSON stays valid;
         # such a question is "no answer" whatever its null score (`is_no_answer`).

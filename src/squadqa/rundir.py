@@ -187,6 +187,13 @@ def temperature(run_dir: Path, of: str = "answer") -> float | None:
     return float(record["temperature"]) if "temperature" in record else None
 
 
+def isotonic_knots(run_dir: Path) -> dict[str, list[float]] | None:
+    """The knots of the isotonic map `squadqa calibrate` fitted after the temperature (of the top
+    answer: `tempered`, `calibrated`); None when it fitted none."""
+    path = Path(run_dir) / CALIBRATION
+    return read_json(path).get("isotonic") if path.is_file() else None
+
+
 def null_threshold(run_dir: Path) -> float | None:
     """The null-score threshold chosen on dev (SQuAD 2.0 runs; `eval.json`'s best_f1_thresh)."""
     path = Path(run_dir) / EVAL

@@ -283,25 +283,27 @@ def _error_figure(name: str, analysis: dict[str, Any], epoch: Any) -> Figure:
 
 def _reliability_figure(name: str, calibration: dict[str, Any]) -> Figure:
     """Reliability diagram of the held-out dev questions: per confidence bin, accuracy against
-    mean confidence, before and after the temperature; on the diagonal is calibrated. Each point
-    is labelled with its bin's question count."""
+    mean confidence, before, at the temperature alone (when an isotonic map follows it) and
+    after; on the diagonal is calibrated. Each point is labelled with its bin's question count."""
     panels = [(label, r) for label, r in calibrations(calibration) if r.get("reliability")]
     fig = new_figure(5.2 * len(panels), 5.0)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (label, record) in zip(axes, panels, strict=True):
         ax.plot([0, 1], [0, 1], linestyle=":", color="0.5", label="calibrated")
-        for i, when in enumerate(("before", "after")):
+        stages = [w for w in ("before", "temperature", "after") if w in record["reliability"]]
+        for i, when in enumerate(stages):
             bins = [b for b in record["reliability"][when] if b["count"]]
             xs = [b["confidence"] for b in bins]
             ys = [b["accuracy"] for b in bins]
             t = 1.0 if when == "before" else record["temperature"]
+            then = " + isotonic" if when == "after" and "isotonic" in record else ""
             ax.plot(
                 xs,
                 ys,
-                marker="os"[i],
+                marker="os^"[i],
                 linestyle="-",
                 color=f"C{i}",
-                label=f"{when}: T = {t:.2f}, ECE {record[f'ece_{when}']:.3f}",
+                label=f"{when}: T = {t:.2f}{then}, ECE {record[f'ece_{when}']:.3f}",
             )
             for b in bins:
                 ax.annotate(

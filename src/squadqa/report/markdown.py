@@ -169,9 +169,10 @@ def _calibration_section(run: RunData, calibration: dict[str, Any] | None) -> li
     if not found:
         return [*lines, f"Not calibrated: `squadqa calibrate {_md(run.row.path)}` fits it.", ""]
     lines.append(
-        "Temperature fitted on half the dev questions, judged on the other (held-out) half: "
-        f"expected calibration error (ECE, {found[0][1].get('ece_bins', '?')} equal-width "
-        "bins) and Brier score of the probability, before (T = 1) and after."
+        "Temperature (then, with enough questions, an isotonic map of the tempered probability) "
+        "fitted on half the dev questions, judged on the other (held-out) half: expected "
+        f"calibration error (ECE, {found[0][1].get('ece_bins', '?')} equal-width bins) and "
+        "Brier score of the probability, before (T = 1), at the temperature alone and after."
     )
     lines.append("")
     rows = [
@@ -180,7 +181,9 @@ def _calibration_section(run: RunData, calibration: dict[str, Any] | None) -> li
             str(r["fit_questions"]),
             str(r["held_out_questions"]),
             _num(r["temperature"], 3),
+            "isotonic" if "isotonic" in r else "none",
             _num(r["ece_before"], 4),
+            _num(r.get("ece_temperature", r["ece_after"]), 4),
             _num(r["ece_after"], 4),
             _num(r["brier_before"], 4),
             _num(r["brier_after"], 4),
@@ -194,7 +197,9 @@ def _calibration_section(run: RunData, calibration: dict[str, Any] | None) -> li
         "fitted on",
         "held out",
         "T",
+        "map",
         "ECE before",
+        "ECE at T",
         "ECE after",
         "Brier before",
         "Brier after",

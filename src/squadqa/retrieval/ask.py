@@ -22,7 +22,7 @@ from typing import Any, TypedDict
 import numpy as np
 
 from squadqa.data import Example
-from squadqa.postprocess import Candidate, with_probabilities
+from squadqa.postprocess import Candidate, TopProbabilityMap, with_probabilities
 from squadqa.retrieval.index import Index
 
 
@@ -93,9 +93,16 @@ def ask(
             ],
         )
     )
-    temperature = predictor.span_config.temperature
     return [
-        answer_from(index, questions[q], hits, [next(readings) for _ in hits], temperature, top_k)
+        answer_from(
+            index,
+            questions[q],
+            hits,
+            [next(readings) for _ in hits],
+            predictor.span_config.temperature,
+            predictor.top_map,
+            top_k,
+        )
         for q, hits in enumerate(hits_per_question)
     ]
 
@@ -130,6 +137,7 @@ def answer_from(
     hits: Sequence[tuple[int, float]],
     readings: Sequence[Sequence[Candidate]],
     temperature: float,
+    top_map: TopProbabilityMap | None,
     top_k: int,
 ) -> OpenAnswer:
     """One question's answer from the readings (`read_passages`) of its retrieved passages
@@ -139,8 +147,8 @@ def answer_from(
     for rank, ((p, _), candidates) in enumerate(zip(hits, readings, strict=True)):
         found.extend((c.score, rank, p, c) for c in candidates)
     found.sort(key=lambda item: (-item[0], item[1], item[3].start))
-    # One softmax over every passage's candidates (postprocess's, at the run's temperature).
-    ranked = with_probabilities([c for *_, c in found], temperature)
+    # One softmax over every passage's candidates (postprocess's: the run's calibration).
+    ranked = with_probabilities([c for *_, c in found], temperature, top_map)
     # Only the answer and its alternatives are cited (a question can have 100 candidates).
     shown = max(top_k, 1)
     cited = [

@@ -249,13 +249,19 @@ def _with_reader(
             / n,
         }
     ]
-    temperature = predictor.span_config.temperature
+    temperature, top_map = predictor.span_config.temperature, predictor.top_map
     for row, hits in zip(rows, hits_of_rows, strict=True):
         answers, seconds = {}, 0.0
         for example, h in zip(examples, hits, strict=True):
             keys = [(example.id, p) for p, _ in h]
             answer = answer_from(
-                index, example.question, h, [spans(k) for k in keys], temperature, top_k=1
+                index,
+                example.question,
+                h,
+                [spans(k) for k in keys],
+                temperature,
+                top_map,
+                top_k=1,
             )
             answers[example.id] = answer["text"]
             seconds += sum(readings[k].seconds for k in keys)

@@ -515,7 +515,7 @@ class Citation(BaseModel):
     )
     probability: float = Field(
         description="softmax of the score over the candidates of every passage read, at the "
-        "run's calibrated temperature"
+        "run's calibrated temperature (the answer's: through its isotonic map, when fitted)"
     )
     document: int = Field(description="the document's number in the index (-1: no answer)")
     source: str = Field(description="the file the document was read from")
