@@ -1,8 +1,9 @@
 """Smoke tests on the jax and tensorflow backends, each in a fresh interpreter.
 
 Keras fixes its backend at import time, so every backend other than the in-process default
-(torch) runs in a subprocess with ``KERAS_BACKEND`` set. A backend that is not installed is
-skipped with the reason.
+(torch) runs in a subprocess with ``KERAS_BACKEND`` set: one per backend for all of this module's
+checks of it (`on_backend`), as the import and the first compilations are most of their time. A
+backend that is not installed is skipped with the reason.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -66,6 +68,8 @@ result = {{"backend": keras.backend.backend()}}
 config = QAConfig(vocab_size=40, hidden_size=16, num_layers=2, num_heads=4, intermediate_size=32,
                   max_position_embeddings=32, position_embedding="{position}",
                   norm_first={norm_first}, num_key_value_heads={kv_heads})
+result["config"] = {{k: config.to_dict()[k]
+                    for k in ("position_embedding", "norm_first", "num_key_value_heads")}}
 rng = np.random.default_rng(0)
 batch = {{
     "input_ids": rng.integers(1, 40, size=(4, 10)).astype("int32"),
@@ -159,20 +163,115 @@ CASES = [
 ]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(("backend", "position", "norm_first", "kv_heads"), CASES)
-def test_backend_smoke(
-    tmp_path: Path, backend: str, position: str, norm_first: bool, kv_heads: int
-) -> None:
-    code = SMOKE.format(
+SANITY = """
+import json
+from squadqa.checks import overfit_check
+
+# Fixed shapes (one padded length, one batch) so jax / tensorflow compile each step once.
+result = overfit_check(n_examples=8, epochs={epochs}, runs_dir="runs", overrides=[
+    "train.length_multiple=256", "train.batch_size=16", "train.eval_batch_size=16",
+])
+print("RESULT " + json.dumps(result))
+"""
+
+
+def smoke(backend: str) -> str:
+    """SMOKE with the configuration that `backend` trains (its case in CASES)."""
+    _, position, norm_first, kv_heads = next(case for case in CASES if case[0] == backend)
+    return SMOKE.format(
         backend=backend,
         position=position,
         norm_first=norm_first,
         rotary=position == "rotary",
         kv_heads=kv_heads,
     )
-    result = run_backend_script(backend, code, tmp_path)
+
+
+# The checks run on each backend, in this order (the sanity run first, in a fresh interpreter as
+# `squadqa sanity` would be; SMOKE seeds everything itself): the scripts' codes by name, and the
+# test that reads each one.
+PARTS: dict[str, Callable[[str], str]] = {
+    "sanity": lambda backend: SANITY.format(epochs=30),
+    "smoke": smoke,
+}
+TEST_PART = {"test_sanity_overfit_on_backend": "sanity", "test_backend_smoke": "smoke"}
+
+# Runs the parts of parts.json in one interpreter, each as NAME/NAME.py in a folder of its own
+# with its output captured; prints {name: its RESULT, or {"error": its output's tail and
+# traceback}}.
+RUNNER = """
+import contextlib, io, json, os, traceback
+
+results = {}
+for name, code in json.load(open("parts.json")).items():
+    os.mkdir(name)
+    os.chdir(name)
+    with open(name + ".py", "w") as file:
+        file.write(code)
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            exec(compile(code, os.path.abspath(name + ".py"), "exec"), {"__name__": "__main__"})
+        lines = [line for line in out.getvalue().splitlines() if line.startswith("RESULT ")]
+        results[name] = json.loads(lines[-1][len("RESULT "):])
+    except BaseException:
+        results[name] = {"error": out.getvalue()[-3000:] + traceback.format_exc()}
+    os.chdir("..")
+print("RESULT " + json.dumps(results))
+"""
+
+
+@pytest.fixture(scope="module")
+def on_backend(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[str, str], dict]:
+    """`(backend, part)` -> the RESULT of that part run under ``KERAS_BACKEND=backend``.
+
+    The first request for a backend runs, in one subprocess, every part that this session's
+    selected tests of this module read on it; a part that raised fails only its own tests, with
+    its traceback (a subprocess that failed as a whole, all of them)."""
+    done: dict[str, dict[str, dict]] = {}
+
+    def result(backend: str, part: str) -> dict:
+        if backend not in done:
+            wanted = {part} | {
+                TEST_PART[item.originalname]
+                for item in request.session.items
+                if getattr(item, "module", None) is request.module
+                and item.originalname in TEST_PART
+                and item.callspec.params["backend"] == backend
+            }
+            parts = {name: code(backend) for name, code in PARTS.items() if name in wanted}
+            tmp_path = tmp_path_factory.mktemp(f"on-{backend}")
+            (tmp_path / "parts.json").write_text(json.dumps(parts))
+            try:
+                done[backend] = run_backend_script(backend, RUNNER, tmp_path, timeout=1200)
+            except (AssertionError, subprocess.TimeoutExpired) as err:  # once for all its tests
+                done[backend] = {name: {"error": str(err)} for name in parts}
+        found = done[backend][part]
+        if "error" in found:
+            raise AssertionError(f"{part} on {backend} failed:\n{found['error']}")
+        return found
+
+    return result
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("backend", "position", "norm_first", "kv_heads"), CASES)
+def test_backend_smoke(
+    on_backend: Callable[[str, str], dict],
+    backend: str,
+    position: str,
+    norm_first: bool,
+    kv_heads: int,
+) -> None:
+    result = on_backend(backend, "smoke")
     assert result["backend"] == backend
+    assert result["config"] == {
+        "position_embedding": position,
+        "norm_first": norm_first,
+        "num_key_value_heads": kv_heads,
+    }
     losses = result["losses"]
     assert all(map(lambda v: v == v, losses)), losses  # no NaN
     assert losses[-1] < losses[0] * 0.8, losses
@@ -187,21 +286,9 @@ def test_backend_smoke(
     assert result["grouped_vs_repeated"] < 1e-5
 
 
-SANITY = """
-import json
-from squadqa.checks import overfit_check
-
-# Fixed shapes (one padded length, one batch) so jax / tensorflow compile each step once.
-result = overfit_check(n_examples=8, epochs={epochs}, runs_dir="runs", overrides=[
-    "train.length_multiple=256", "train.batch_size=16", "train.eval_batch_size=16",
-])
-print("RESULT " + json.dumps(result))
-"""
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["jax", "tensorflow"])
-def test_sanity_overfit_on_backend(tmp_path: Path, backend: str) -> None:
+def test_sanity_overfit_on_backend(on_backend: Callable[[str, str], dict], backend: str) -> None:
     """`squadqa sanity`, small, through the real training loop on each non-default backend."""
-    result = run_backend_script(backend, SANITY.format(epochs=30), tmp_path, timeout=900)
+    result = on_backend(backend, "sanity")
     assert result["passed"], result["message"]

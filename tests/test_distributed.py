@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -71,25 +72,50 @@ def fixed_tokenizer(path) -> str:
     return str(train_wordpiece(training_texts(examples), 1500).save(path))
 
 
-def equal_training(tmp_path, epochs: int) -> list[str]:
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The module's one vocabulary, and one JAX persistent compilation cache for its subprocesses.
+
+    Compiling is most of these tests' time (each subprocess compiles some 75 programs, ~1 s each
+    on CPU), and their runs repeat each other's programs: a killed run's resumed attempt, the
+    one-device run of several tests. The cache only skips compiling: an executable is found by
+    its program (and devices), so every run computes what a fresh compile would."""
+    root = tmp_path_factory.mktemp("distributed")
+    return {"tokenizer": fixed_tokenizer(root), "jax_cache": root / "jax-cache"}
+
+
+def equal_training(shared: dict, epochs: int) -> list[str]:
     """A tiny training config whose runs can be compared step for step: one shared vocabulary,
-    no dropout, batches of 4 (an even split over 2 devices or processes)."""
+    no dropout, batches of 4 (an even split over 2 devices or processes). The learning-rate
+    schedule is laid out over 2 epochs whatever `epochs` is, so 1- and 2-epoch runs train with
+    the same programs and compile them once for the module (`shared`)."""
     return [
         *TINY_TRAINING,
         "tokenizer.kind=vocab",
-        f"tokenizer.path={fixed_tokenizer(tmp_path)}",
+        f"tokenizer.path={shared['tokenizer']}",
         "data.max_train_samples=96",
         "train.batch_size=4",
         f"train.epochs={epochs}",
+        "train.decay_epochs=2",
         "model.hidden_dropout=0.0",
         "model.attention_dropout=0.0",
     ]
 
 
-def run_on_two_devices(tmp_path, script: str, *args) -> dict:
+def jax_cache_env(shared: dict) -> dict[str, str]:
+    """Environment of a JAX subprocess that uses the module's compilation cache for every
+    program (JAX caches only those that took a second or more to compile by default)."""
+    return {
+        "JAX_COMPILATION_CACHE_DIR": str(shared["jax_cache"]),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    }
+
+
+def run_on_two_devices(tmp_path: Path, shared: dict, script: str, *args) -> dict:
     """`script` in a JAX subprocess with two virtual CPU devices; its `RESULT {json}` line."""
     env = {
         **os.environ,
+        **jax_cache_env(shared),
         "KERAS_BACKEND": "jax",
         "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
         "SQUADQA_CACHE": str(tmp_path / "cache"),
@@ -105,9 +131,21 @@ def run_on_two_devices(tmp_path, script: str, *args) -> dict:
     return json.loads(done.stdout.split("RESULT ", 1)[1])
 
 
-def test_two_device_data_parallel_equals_one_device(tmp_path):
-    overrides = equal_training(tmp_path, epochs=1)
-    result = run_on_two_devices(tmp_path, SCRIPT, json.dumps(overrides), tmp_path / "runs", RUNS)
+@pytest.fixture(scope="module")
+def one_and_two_devices(
+    tmp_path_factory: pytest.TempPathFactory, shared: dict
+) -> tuple[dict, list[str], Path]:
+    """One epoch on one device, then on two, in one subprocess: its results, the overrides and
+    the runs folder. The one-device run is also the reference of the two-process test."""
+    tmp_path = tmp_path_factory.mktemp("one-and-two-devices")
+    overrides = equal_training(shared, epochs=1)
+    runs = tmp_path / "runs"
+    result = run_on_two_devices(tmp_path, shared, SCRIPT, json.dumps(overrides), runs, RUNS)
+    return result, overrides, runs
+
+
+def test_two_device_data_parallel_equals_one_device(one_and_two_devices):
+    result, _, runs = one_and_two_devices
     one, two = result["none0"], result["data_parallel1"]
     assert one["status"]["replicas"] == 1 and two["status"]["replicas"] == 2
     assert len(one["steps"]) >= 20
@@ -120,9 +158,7 @@ def test_two_device_data_parallel_equals_one_device(tmp_path):
     assert compared >= len(one["steps"]) - 1
     if one["sizes"] == two["sizes"]:  # nothing cut: the whole run is the same
         assert two["status"]["best_dev_f1"] == pytest.approx(one["status"]["best_dev_f1"], abs=1e-6)
-    assert sorted(os.listdir(tmp_path / "runs" / "none0")) == sorted(
-        os.listdir(tmp_path / "runs" / "data_parallel1")
-    )
+    assert sorted(os.listdir(runs / "none0")) == sorted(os.listdir(runs / "data_parallel1"))
 
 
 def test_data_parallel_on_torch_stops_at_start_naming_jax():
@@ -175,8 +211,8 @@ PRETRAIN_SCRIPT = textwrap.dedent(
 )
 
 
-def test_two_device_pretraining_killed_and_resumed_equals_one_device(tmp_path):
-    tokenizer = fixed_tokenizer(tmp_path)
+def test_two_device_pretraining_killed_and_resumed_equals_one_device(tmp_path, shared):
+    tokenizer = shared["tokenizer"]
     overrides = [
         *TINY_TRAINING,
         "tokenizer.kind=vocab",
@@ -190,7 +226,7 @@ def test_two_device_pretraining_killed_and_resumed_equals_one_device(tmp_path):
     ]
     root = tmp_path / "runs"
     result = run_on_two_devices(
-        tmp_path, PRETRAIN_SCRIPT, json.dumps(overrides), root, json.dumps(tokenizer)
+        tmp_path, shared, PRETRAIN_SCRIPT, json.dumps(overrides), root, json.dumps(tokenizer)
     )
     assert result["one"]["replicas"] == 1 and result["two"]["replicas"] == 2
 
@@ -229,13 +265,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_on_localhost_equal_one_device(tmp_path):
+def test_two_processes_on_localhost_equal_one_device(tmp_path, one_and_two_devices):
     """Two JAX processes on 127.0.0.1 (jax.distributed, CPU collectives, one device each) train
     with the losses of one process on one device; only process 0 writes anything."""
-    overrides = equal_training(tmp_path, epochs=1)
-    one = run_on_two_devices(tmp_path, SCRIPT, json.dumps(overrides), tmp_path / "one", "none")[
-        "none0"
-    ]
+    result, overrides, runs = one_and_two_devices
+    one = result["none0"]
     address = f"127.0.0.1:{free_port()}"
     procs = []
     for index in range(2):
@@ -278,7 +312,7 @@ def test_two_processes_on_localhost_equal_one_device(tmp_path):
     assert second["steps"] == pytest.approx(first["steps"], rel=1e-6)
     assert first["status"]["best_dev_f1"] == pytest.approx(one["status"]["best_dev_f1"], abs=1e-6)
     assert sorted(os.listdir(tmp_path / "root0" / "data_parallel0")) == sorted(
-        os.listdir(tmp_path / "one" / "none0")
+        os.listdir(runs / "none0")
     )
     # Process 1 wrote nothing: no run directory, no feature cache.
     assert not (tmp_path / "root1").exists()
@@ -331,13 +365,13 @@ TRAIN_RESUME_SCRIPT = textwrap.dedent(
 )
 
 
-def test_two_device_training_killed_and_resumed_equals_one_device(tmp_path):
+def test_two_device_training_killed_and_resumed_equals_one_device(tmp_path, shared):
     """`squadqa train` on two devices, killed in its second epoch and continued with --resume
     from its epoch-1 checkpoint, ends where the uninterrupted one-device run ends; its model
     loads on one device."""
-    overrides = equal_training(tmp_path, epochs=2)
+    overrides = equal_training(shared, epochs=2)
     root = tmp_path / "runs"
-    result = run_on_two_devices(tmp_path, TRAIN_RESUME_SCRIPT, json.dumps(overrides), root)
+    result = run_on_two_devices(tmp_path, shared, TRAIN_RESUME_SCRIPT, json.dumps(overrides), root)
     assert result["killed"]["status"] == "crashed" and result["killed"]["epochs_run"] == 1
     one, two = result["one"], result["two"]
     assert two["status"] == "finished" and two["replicas"] == 2 and two["epochs_run"] == 2
