@@ -246,12 +246,15 @@ def test_ask_cites_the_documents_own_text(docs: dict[str, Path], tmp_path: Path,
             assert cited["end"] <= cited["passage_end"]
             if document.kind != "html":  # text and Markdown: the file's own characters
                 assert sources[document.source][cited["start"] : cited["end"]] == cited["text"]
-        # The answer is the best-scoring span of the passages read, each read on its own.
-        best = max(
-            predictor.answer(index.collection.passage_text(p), [question])[0]["score"]
+        # The answer is the passages' best span relative to its passage's null ([CLS]) score:
+        # `answer`'s null_score is the null minus the best span, so the best is -null_score.
+        alone = [
+            predictor.answer(index.collection.passage_text(p), [question])[0]
             for p, _ in index.search(question, 3, "bm25")
-        )
-        assert answer["score"] == pytest.approx(best, abs=1e-4)
+        ]
+        best = max(alone, key=lambda a: -a["null_score"])
+        assert answer["score"] == pytest.approx(-best["null_score"], abs=1e-4)
+        assert answer["text"] == best["text"]
         scores = [c["score"] for c in answer["alternatives"]]
         assert scores == sorted(scores, reverse=True)
 
@@ -462,12 +465,12 @@ def test_evaluate_open_reads_each_pair_once_and_answers_as_ask_per_row(
     retrieval at K, one `read` per chunk of 8 questions, other batches), the given paragraph's
     those of `read` on the examples themselves; and every distinct pair is read once."""
     import squadqa.retrieval.evaluate as evaluate
-    from squadqa.data import load_squad, sample_path
+    from squadqa.data import load_squad, sample_path, spread
     from squadqa.retrieval.ask import ask
 
     predictor = _int8(int8_reader)
     index = _sample_index(max_chars=400)  # some contexts cut in two or more passages
-    examples = load_squad(sample_path(), max_samples=24).examples
+    examples = spread(load_squad(sample_path()).examples, 24)
     scored: list[dict[str, str]] = []
     real = evaluate.evaluate_v1
     monkeypatch.setattr(evaluate, "evaluate_v1", lambda g, p: scored.append(p) or real(g, p))

@@ -450,6 +450,14 @@ def load_squad(
     return col.result(p, version, p.name)
 
 
+def spread(examples: Sequence[Example], n: int) -> list[Example]:
+    """`n` of `examples` at an even stride, in order (all of them when there are no more): a
+    subset that spans the file's articles, where the first `n` would be one or two."""
+    if n >= len(examples):
+        return list(examples)
+    return [examples[i * len(examples) // n] for i in range(n)]
+
+
 def gold_answers(examples: Iterable[Example]) -> dict[str, list[str]]:
     """id -> gold answer texts (all annotators; `[]` for unanswerable), as evaluation wants."""
     return {ex.id: [a.text for a in ex.answers] for ex in examples}

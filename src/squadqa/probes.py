@@ -12,7 +12,7 @@ encoder from one trained on the task alone. The run's own span head, scored on t
 questions, is the reference row.
 
 The train subset is N questions of the run's `data.train` and the dev subset M of the questions
-the run was scored on, each taken at an even stride (`spread`) so that they span every article
+the run was scored on, each taken at an even stride (`data.spread`) so that they span every article
 (SQuAD's first 500 dev questions are all one article, Super Bowl 50). The train questions are
 ones the model may have trained on, which is fine, since the probe asks what the states encode,
 not how the model generalises; dev stays held out. Every window's states of every layer are held
@@ -34,7 +34,7 @@ import numpy as np
 
 from squadqa import rundir, seeding
 from squadqa.config import RunConfig
-from squadqa.data import Example
+from squadqa.data import Example, spread
 from squadqa.features import Features, batch_order, pad_batch
 from squadqa.layers import SpanHead
 from squadqa.model import span_objective
@@ -54,14 +54,6 @@ __all__ = [
 
 TRAIN_SAMPLES = 1000
 DEV_SAMPLES = 500
-
-
-def spread(examples: Sequence[Example], n: int) -> list[Example]:
-    """`n` of `examples` at an even stride, in order (all of them when there are no more): a
-    subset that spans the file's articles, where the first `n` would be one or two."""
-    if n >= len(examples):
-        return list(examples)
-    return [examples[i * len(examples) // n] for i in range(n)]
 
 
 # One [window length, hidden] float32 array per window (unpadded).
@@ -290,7 +282,7 @@ def probe_run(
         "train_windows": len(train_features),
         "dev_data": str(config.data.dev),
         "dev_samples": len(dev_examples),
-        "subsets": "an even stride over each file (probes.spread)",
+        "subsets": "an even stride over each file (data.spread)",
         "dev_windows": len(dev_features),
         "settings": {**asdict(settings), "optimizer": "adam", "loss": "span_objective()"},
         "hidden_size": int(train_states[0][0].shape[-1]),

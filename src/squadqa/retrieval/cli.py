@@ -185,7 +185,11 @@ def add_commands(
     )
     eo.add_argument("--model", metavar="RUN_DIR", help="also read the passages: EM/F1, time")
     eo.add_argument("--passages", type=int, default=5, help="passages read per question (K)")
-    eo.add_argument("--max-questions", type=int, help="the first N questions only")
+    eo.add_argument(
+        "--max-questions",
+        type=int,
+        help="N questions at an even stride over the file, so they span its articles",
+    )
     eo.add_argument("--out", help="write the rows as JSON here")
     eo.add_argument(
         "--cache",

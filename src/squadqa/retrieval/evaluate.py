@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from squadqa.data import gold_answers, load_squad
+from squadqa.data import gold_answers, load_squad, spread
 from squadqa.evaluation import evaluate_v1
 from squadqa.retrieval.ask import answer_from, read_passages
 from squadqa.retrieval.documents import DEFAULT_MAX_CHARS, squad_documents
@@ -74,10 +74,10 @@ def evaluate_open(
         raise ValueError(f"read_batch={read_batch} must be at least 1")
     path = Path(data)
     documents = squad_documents(path)
-    squad = load_squad(path, max_samples=max_questions)
+    squad = load_squad(path)
     if squad.version != "1.1":
         raise ValueError(f"{path}: SQuAD {squad.version}; evaluate-open scores v1.1 files")
-    examples = squad.examples
+    examples = squad.examples if max_questions is None else spread(squad.examples, max_questions)
     dense = any(r != "bm25" for r in retrievers)
     started = time.perf_counter()
     if index is None:

@@ -11,8 +11,9 @@ are refused, naming the file, instead of being mixed in. Then one line per pair:
      "spans": [[start, end, score, start_logit, end_logit], ...]}
 
 `spans`: the reader's n-best in that text, best first (`[]`: it answers "no answer" there);
-character offsets into the passage, whose text gives each span's text back. A line cut short by
-a kill is dropped when the file is opened again.
+character offsets into the passage, whose text gives each span's text back; `score` relative to
+the passage's null score, as `read_passages` gives it (version 2; version 1 kept raw scores).
+A line cut short by a kill is dropped when the file is opened again.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from squadqa.postprocess import Candidate
 from squadqa.rundir import append_jsonl
 
 FORMAT = "squadqa-evaluate-open-reads"
-VERSION = 1
+VERSION = 2  # 2: scores relative to the passage's null score (`read_passages`)
 OWN_PARAGRAPH = -1  # the passage index of a question's own SQuAD paragraph
 # What the header keys, each by a name and `NAME_sha256`, in the words of a refusal.
 KEYED = {"reader": "reader", "data": "SQuAD file", "passages": "passage set"}

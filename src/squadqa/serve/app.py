@@ -511,7 +511,8 @@ class AskRequest(BaseModel):
 class Citation(BaseModel):
     text: str = Field(description="exactly the document's text[start:end]")
     score: float = Field(
-        description="start logit + end logit: raw, so that it compares between passages"
+        description="start logit + end logit minus the passage's null ([CLS]) score, so that it "
+        "compares between passages"
     )
     probability: float = Field(
         description="softmax of the score over the candidates of every passage read, at the "
