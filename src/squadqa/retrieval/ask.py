@@ -11,7 +11,8 @@ passage holds the answer (Clark and Gardner, 2018, "Simple and Effective Multi-P
 Comprehension"), and raw logits shift from passage to passage; but training labels a window
 without the answer at [CLS], so the null score is the reader's own "not in this passage", and
 the difference compares between passages. On 200 dev questions over all 40 dev articles (hybrid,
-5 passages, `builtin:minilm`) it gave F1 74.2 against 68.8 for raw scores (docs/results.md).
+5 passages, `builtin:minilm`) it gave F1 66.4 against 62.0 for raw scores
+(`scripts/open_aggregation.py`, docs/results.md).
 Each candidate's `probability` is the softmax of these scores over all passages' candidates at
 the run's temperature and map (`squadqa calibrate`), which leaves the ranking unchanged. An
 answer's `start` / `end` index its document's text: `document.text[start:end] == text`.
