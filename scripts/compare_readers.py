@@ -44,11 +44,11 @@ import numpy as np
 from squadqa import rundir  # squadqa sets the default Keras backend before keras is imported
 from squadqa.calibration import calibrate_run
 from squadqa.config import RunConfig, load_config
-from squadqa.data import Example, data_path
+from squadqa.data import Example, data_path, spread
 from squadqa.evaluation import load_predictions, question_scores
 from squadqa.explain import STEPS, TARGETS, Explainer
 from squadqa.inference import QAPredictor
-from squadqa.probes import probe_run, spread
+from squadqa.probes import probe_run
 from squadqa.runs import md_cell
 from squadqa.scoring import load_dev
 
