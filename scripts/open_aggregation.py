@@ -3,8 +3,10 @@
 For dev questions at an even stride (`data.spread`), the `--passages` best passages of the whole
 collection are read with `QAPredictor.read`, and the answer is the best span over them ranked two
 ways: by raw span score (start + end logit: what `ask` did before), and by span score minus its
-passage's null ([CLS]) score (what `ask` does now, `retrieval.ask.read_passages`). Printed beside
-them: the same reader given the question's own paragraph. EM / F1 by the official scorer.
+passage's null ([CLS]) score (`retrieval.ask.read_passages`: what `ask` ranks by, before the
+retrieval evidence that `squadqa fit-ask` weighs in; `evaluate-open --fusion` scores that).
+Printed beside them: the same reader given the question's own paragraph. EM / F1 by the official
+scorer.
 
     OMP_NUM_THREADS=1 python scripts/open_aggregation.py ../shared/data/squad-v1.1/dev.json.gz \
         --index /tmp/dev-index --model builtin:minilm --questions 200

@@ -6,7 +6,8 @@ RUN_DIR must be a finished `squadqa train` run (status.json finished or stopped 
 eval.json. Without model.int8.onnx it is exported first (`squadqa export --quantize int8`, which
 writes model.onnx, model.int8.onnx and export.json into RUN_DIR). NAME/ (in DIR, by default the
 package's `squadqa/readers/`) then gets only what serving needs: config.toml, tokenizer.json,
-model.int8.onnx and, when the run was calibrated, calibration.json. The reader is scored as a
+model.int8.onnx and, when the run has them, calibration.json (`squadqa calibrate`) and
+ask_fusion.json (`squadqa fit-ask`). The reader is scored as a
 user would score it: `squadqa predict` on that folder (int8, its only model file), then the
 official evaluation of DEV. Its eval.json holds those numbers, the dev file, and the provenance
 (source run and its own dev EM/F1, git commit, date, this command): numbers and their origin in
@@ -41,7 +42,8 @@ from squadqa.runs import read_run
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DEV = "../shared/data/squad-v1.1/dev.json.gz"
 DEFAULT_MAX_MB = 30.0
-SHIPPED = (rundir.CONFIG, rundir.TOKENIZER, rundir.ONNX_INT8)  # + CALIBRATION when the run has it
+SHIPPED = (rundir.CONFIG, rundir.TOKENIZER, rundir.ONNX_INT8)  # + FITTED where the run has them
+FITTED = (rundir.CALIBRATION, rundir.ASK_FUSION)
 RUNTIME = "onnx-int8"  # the one model file a reader ships, so what `--runtime auto` picks
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -135,8 +137,7 @@ def ship(
         print(f"{run_dir} has no {rundir.ONNX_INT8}: exporting it (squadqa export --quantize int8)")
         export_onnx(run_dir, quantize="int8")
     names = list(SHIPPED)
-    if (run_dir / rundir.CALIBRATION).is_file():
-        names.append(rundir.CALIBRATION)
+    names += [name for name in FITTED if (run_dir / name).is_file()]
     check_size([run_dir / n for n in names], max_mb)
 
     readers_dir.mkdir(parents=True, exist_ok=True)

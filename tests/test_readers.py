@@ -28,7 +28,7 @@ def test_the_package_ships_a_from_scratch_reader() -> None:
 def test_a_shipped_reader_holds_what_serving_needs_and_no_more(name: str) -> None:
     reader = rundir.READERS / name
     held = {p.name for p in reader.iterdir()}
-    assert FILES <= held <= FILES | {rundir.CALIBRATION}, held
+    assert FILES <= held <= FILES | {rundir.CALIBRATION, rundir.ASK_FUSION}, held
     assert sum(p.stat().st_size for p in reader.iterdir()) <= 30e6  # the issue's ~30 MB
 
 
@@ -42,6 +42,20 @@ def test_a_shipped_reader_records_its_full_dev_scores_and_their_source(name: str
     assert source["source_max_dev_samples"] == 0  # the source run scored all of dev too
     assert abs(source["source_f1"] - record["f1"]) < 1.0  # int8 keeps the run's accuracy
     assert source["git_commit"] and source["command"].startswith("python scripts/ship_reader.py")
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_a_shipped_readers_ask_weights_were_fitted_on_train_questions(name: str) -> None:
+    """`squadqa fit-ask`'s weights are parameters: fitted on the train split, never on dev."""
+    path = rundir.READERS / name / rundir.ASK_FUSION
+    if not path.is_file():
+        pytest.skip(f"builtin:{name} ships no ask weights")
+    record = json.loads(path.read_text())
+    assert record["data"].endswith("squad-v1.1/train.json.gz")
+    assert QAPredictor.from_run_dir(f"builtin:{name}").fusion_weights == {
+        "bm25": record["bm25"],
+        "dense": record["dense"],
+    }
 
 
 @pytest.mark.parametrize("name", SHIPPED)

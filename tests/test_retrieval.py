@@ -259,6 +259,31 @@ def test_ask_cites_the_documents_own_text(docs: dict[str, Path], tmp_path: Path,
         assert scores == sorted(scores, reverse=True)
 
 
+def test_ask_adds_the_fitted_weights_of_retrieval_evidence_by_hand(
+    docs: dict[str, Path], tmp_path: Path, tiny_run
+) -> None:
+    """With `squadqa fit-ask`'s weights, a passage's spans gain w_bm25 x its BM25 score: `ask`'s
+    answer is the passage maximising -null_score + w x BM25, each from `answer` and `search`
+    alone; a weight large enough makes the retriever's first passage win."""
+    from squadqa.inference import QAPredictor
+    from squadqa.retrieval.ask import ask
+
+    add_documents(list(docs.values()), tmp_path / "idx", dense=False, progress=False)
+    index = load_index(tmp_path / "idx")
+    predictor = QAPredictor.from_run_dir(tiny_run)
+    question = "How long is the Nile?"
+    hits = index.search(question, 3, "bm25")
+    alone = [predictor.answer(index.collection.passage_text(p), [question])[0] for p, _ in hits]
+    for weight in (0.7, 1e4):
+        predictor.fusion_weights = {"bm25": weight, "dense": 5.0}  # no vectors: dense adds 0
+        (answer,) = ask(predictor, index, [question], passages=3, retriever="bm25")
+        fused = [-a["null_score"] + weight * bm25 for a, (_, bm25) in zip(alone, hits, strict=True)]
+        best = int(np.argmax(fused))
+        assert answer["score"] == pytest.approx(fused[best], rel=1e-6, abs=1e-4)
+        assert (answer["text"], answer["passage"]) == (alone[best]["text"], hits[best][0])
+    assert answer["passage"] == hits[0][0]  # weight 1e4: BM25's first
+
+
 def test_cli_index_then_ask_json(docs: dict[str, Path], tmp_path: Path, tiny_run, capsys):
     from squadqa.cli import main
 
@@ -586,3 +611,68 @@ def test_evaluate_open_refuses_a_cache_of_another_reader_file_or_passage_set(
     with pytest.raises(ReadsFileError, match=rf"{other}: not an evaluate-open reads file"):
         evaluate_open(sample_path(), predictor=keras, index=index, cache=other, **kwargs)
     assert other.read_text() == '{"q1": "Paris"}' and cache.read_bytes() == made
+
+
+def test_evaluate_open_scores_fusion_weights_as_ask_does(int8_reader: Path, monkeypatch) -> None:
+    """A row per weights; each row's answers are `ask`'s with those weights on the predictor,
+    the dense term included (word-hash vectors); weights (0, 0) are the reader alone."""
+    import squadqa.retrieval.evaluate as evaluate
+    from squadqa.data import load_squad, sample_path, spread
+    from squadqa.retrieval.ask import ask
+
+    predictor = _int8(int8_reader)
+    index = _sample_index(max_chars=400)
+    examples = spread(load_squad(sample_path()).examples, 12)
+    scored: list[dict[str, str]] = []
+    real = evaluate.evaluate_v1
+    monkeypatch.setattr(evaluate, "evaluate_v1", lambda g, p: scored.append(p) or real(g, p))
+    weights = [{"bm25": 0.0, "dense": 0.0}, {"bm25": 3.0, "dense": 40.0}]
+    rows = evaluate.evaluate_open(
+        sample_path(),
+        retrievers=("hybrid",),
+        settings=("collection",),
+        predictor=predictor,
+        max_questions=12,
+        index=index,
+        progress=False,
+        fusions=weights,
+    )
+    assert [(r["bm25_weight"], r["dense_weight"]) for r in rows[1:]] == [(0.0, 0.0), (3.0, 40.0)]
+    expected = []
+    for w in weights:
+        predictor.fusion_weights = w
+        answers = ask(predictor, index, [e.question for e in examples], 5, "hybrid")
+        expected.append({e.id: a["text"] for e, a in zip(examples, answers, strict=True)})
+    assert scored[1:] == expected
+    assert expected[0] != expected[1]  # the weights move answers
+
+
+def test_fit_ask_writes_the_best_weights_of_its_grid(
+    int8_reader: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """`squadqa fit-ask` scores every pair of the grid on one reading of each pair and keeps the
+    best F1 (the first of equals); the predictor loads what it wrote."""
+    import shutil
+
+    from squadqa import cli
+    from squadqa.data import sample_path
+    from squadqa.inference import QAPredictor
+    from squadqa.retrieval import fusion
+
+    run_dir = tmp_path / "reader"
+    shutil.copytree(int8_reader, run_dir)
+    monkeypatch.setattr(fusion, "GRID", {"bm25": (0.0, 0.5, 3.0), "dense": (0.0,)})
+    add_documents([sample_path()], tmp_path / "idx", dense=False, progress=False)
+    assert QAPredictor.from_run_dir(run_dir).fusion_weights is None
+    argv = ["fit-ask", str(run_dir), str(sample_path()), "--index", str(tmp_path / "idx")]
+    assert (
+        cli.main([*argv, "--max-questions", "16", "--retriever", "bm25", "--runtime", "onnx-int8"])
+        == 0
+    )
+    record = json.loads((run_dir / "ask_fusion.json").read_text())
+    assert [row[:2] for row in record["grid"]] == [[0.0, 0.0], [0.5, 0.0], [3.0, 0.0]]
+    f1s = [row[3] for row in record["grid"]]
+    assert record["f1"] == max(f1s) and record["bm25"] == record["grid"][f1s.index(max(f1s))][0]
+    assert record["f1_reader_alone"] == f1s[0] and record["questions"] == 16
+    loaded = QAPredictor.from_run_dir(run_dir).fusion_weights
+    assert loaded == {"bm25": record["bm25"], "dense": 0.0}

@@ -166,7 +166,7 @@ def test_squad2_reader_keeps_the_runs_null_threshold_and_calibration(
     """A SQuAD 2.0 run answers "no answer" by the threshold in its eval.json: the reader must
     keep it. Here one under which "no answer" never wins, so the reader scores as the v1.1 one
     (same model, same spans), where the default threshold (0) would answer "no answer". A
-    calibrated run's calibration.json ships with it."""
+    calibrated run's calibration.json ships with it, and `fit-ask`'s ask_fusion.json."""
     run_dir = tmp_path / "v2-run"
     shutil.copytree(shipped["run"], run_dir)
     config = load_config(run_dir / rundir.CONFIG, ["postprocess.version_2=true"])
@@ -174,6 +174,7 @@ def test_squad2_reader_keeps_the_runs_null_threshold_and_calibration(
     scores = json.loads((run_dir / rundir.EVAL).read_text())
     (run_dir / rundir.EVAL).write_text(json.dumps({**scores, "best_f1_thresh": 1e9}))
     (run_dir / rundir.CALIBRATION).write_text(json.dumps({"temperature": 2.0}))  # ships too
+    (run_dir / rundir.ASK_FUSION).write_text(json.dumps({"bm25": 0.5, "dense": 30.0}))  # too
     code, _, err = ship(run_dir, "v2", "--dev", shipped["dev"], "--readers-dir", tmp_path / "r")
     assert code == 0, err
     record = json.loads((tmp_path / "r" / "v2" / rundir.EVAL).read_text())
@@ -181,8 +182,11 @@ def test_squad2_reader_keeps_the_runs_null_threshold_and_calibration(
     assert record["best_f1_thresh"] == 1e9
     shipped_calibration = tmp_path / "r" / "v2" / rundir.CALIBRATION
     assert shipped_calibration.read_bytes() == (run_dir / rundir.CALIBRATION).read_bytes()
+    shipped_fusion = tmp_path / "r" / "v2" / rundir.ASK_FUSION
+    assert shipped_fusion.read_bytes() == (run_dir / rundir.ASK_FUSION).read_bytes()
     assert (record["exact_match"], record["f1"]) == (v1["exact_match"], v1["f1"])
     reader = QAPredictor.from_run_dir(tmp_path / "r" / "v2")
+    assert reader.fusion_weights == {"bm25": 0.5, "dense": 30.0}
     assert not any(a["no_answer"] for a in reader.answer(CONTEXT, QUESTIONS))
     reader.span_config = dataclasses.replace(reader.span_config, null_threshold=0.0)
     assert any(a["no_answer"] for a in reader.answer(CONTEXT, QUESTIONS))  # what was at stake

@@ -811,7 +811,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ex.set_defaults(func=_cmd_export)
 
-    from squadqa.retrieval.cli import add_commands  # index, ask, evaluate-open
+    from squadqa.retrieval.cli import add_commands  # index, ask, evaluate-open, fit-ask
 
     add_commands(sub, _add_runtime_argument)
     return parser

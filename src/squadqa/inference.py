@@ -127,6 +127,8 @@ class QAPredictor:
     batch_size: int = 64
     name: str = ""
     top_map: TopProbabilityMap | None = None  # `squadqa calibrate`'s isotonic map, if it fitted one
+    # `squadqa fit-ask`'s weights of retrieval evidence in `ask` (`retrieval.fusion`); None: none
+    fusion_weights: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -229,6 +231,7 @@ class QAPredictor:
                 if knots is None
                 else TopProbabilityMap(tuple(knots["tempered"]), tuple(knots["calibrated"]))
             ),
+            fusion_weights=rundir.fusion_weights(run_dir),
         )
 
     # ----------------------------------------------------------------------------- core path

@@ -24,6 +24,7 @@ read, all through the names below::
       average.json             `squadqa average` runs only: which epochs were averaged, from where
       calibration.json         `squadqa calibrate`: temperature, ECE / Brier, reliability bins
       probes.json              `squadqa probe`: dev EM / F1 of a linear span head on each layer
+      ask_fusion.json          `squadqa fit-ask`: how `ask` weighs retrieval beside the reader
 
 Every write goes through `write_atomic` (a temporary file renamed into place), so a reader, a
 crash or a resumed run never meets half a file.
@@ -65,6 +66,7 @@ STATE = "state.json"
 AVERAGE = "average.json"
 CALIBRATION = "calibration.json"
 PROBES = "probes.json"
+ASK_FUSION = "ask_fusion.json"
 BUILTIN = "builtin:"
 READERS = Path(__file__).parent / "readers"  # the shipped readers, one run directory each
 
@@ -192,6 +194,17 @@ def isotonic_knots(run_dir: Path) -> dict[str, list[float]] | None:
     answer: `tempered`, `calibrated`); None when it fitted none."""
     path = Path(run_dir) / CALIBRATION
     return read_json(path).get("isotonic") if path.is_file() else None
+
+
+def fusion_weights(run_dir: Path) -> dict[str, float] | None:
+    """The weights `squadqa fit-ask` fitted (`ask_fusion.json`): of a passage's BM25 score and
+    of its dense similarity to the question, added to its spans' scores in `ask`; None before
+    it ran."""
+    path = Path(run_dir) / ASK_FUSION
+    if not path.is_file():
+        return None
+    record = read_json(path)
+    return {"bm25": float(record["bm25"]), "dense": float(record["dense"])}
 
 
 def null_threshold(run_dir: Path) -> float | None:

@@ -12,7 +12,9 @@ Comprehension"), and raw logits shift from passage to passage; but training labe
 without the answer at [CLS], so the null score is the reader's own "not in this passage", and
 the difference compares between passages. On 200 dev questions over all 40 dev articles (hybrid,
 5 passages, `builtin:minilm`) it gave F1 66.4 against 62.0 for raw scores
-(`scripts/open_aggregation.py`, docs/results.md).
+(`scripts/open_aggregation.py`, docs/results.md). To that each passage's spans get the
+retriever's evidence for the passage, weighted as `squadqa fit-ask` fitted for the reader
+(`fusion`; nothing where it has not run).
 Each candidate's `probability` is the softmax of these scores over all passages' candidates at
 the run's temperature and map (`squadqa calibrate`), which leaves the ranking unchanged. An
 answer's `start` / `end` index its document's text: `document.text[start:end] == text`.
@@ -28,6 +30,7 @@ import numpy as np
 
 from squadqa.data import Example
 from squadqa.postprocess import Candidate, TopProbabilityMap, with_probabilities
+from squadqa.retrieval.fusion import bonus, evidence, needs_vectors
 from squadqa.retrieval.index import Index
 
 
@@ -76,7 +79,10 @@ def ask(
         raise TypeError("questions must be a list of strings, not one string")
     if passages < 1:
         raise ValueError(f"--passages {passages} must be at least 1")
-    if query_vectors is None and retriever != "bm25":
+    weights = predictor.fusion_weights
+    if query_vectors is None and (
+        retriever != "bm25" or (needs_vectors(weights) and index.has_vectors)
+    ):
         query_vectors = index.query_vectors(list(questions))
     hits_per_question = [
         index.search(
@@ -107,6 +113,16 @@ def ask(
             predictor.span_config.temperature,
             predictor.top_map,
             top_k,
+            bonus(
+                weights,
+                evidence(
+                    index,
+                    questions[q],
+                    [p for p, _ in hits],
+                    None if query_vectors is None else query_vectors[q],
+                    None if subsets is None else subsets[q],
+                ),
+            ),
         )
         for q, hits in enumerate(hits_per_question)
     ]
@@ -148,14 +164,20 @@ def answer_from(
     temperature: float,
     top_map: TopProbabilityMap | None,
     top_k: int,
+    bonuses: Sequence[float] | None = None,
 ) -> OpenAnswer:
     """One question's answer from the readings (`read_passages`) of its retrieved passages
     (`hits`: passage, retrieval score; best first): every passage's spans ranked together by
-    their score relative to their passage (`read_passages`), ties by retrieval rank then
-    position, probabilities by one softmax over them all."""
+    their score relative to their passage (`read_passages`) plus the passage's `bonuses`
+    (`fusion.bonus`; none: 0), ties by retrieval rank then position, probabilities by one
+    softmax over them all."""
     found: list[tuple[float, int, int, Candidate]] = []  # score, rank, passage, candidate
-    for rank, ((p, _), candidates) in enumerate(zip(hits, readings, strict=True)):
-        found.extend((c.score, rank, p, c) for c in candidates)
+    extra = [0.0] * len(hits) if bonuses is None else bonuses
+    for rank, ((p, _), candidates, add) in enumerate(zip(hits, readings, extra, strict=True)):
+        found.extend(
+            (c.score + add, rank, p, dataclasses.replace(c, score=c.score + add))
+            for c in candidates
+        )
     found.sort(key=lambda item: (-item[0], item[1], item[3].start))
     # One softmax over every passage's candidates (postprocess's: the run's calibration).
     ranked = with_probabilities([c for *_, c in found], temperature, top_map)

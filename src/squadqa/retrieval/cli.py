@@ -1,4 +1,5 @@
-"""The `squadqa index`, `ask` and `evaluate-open` commands (added to `squadqa.cli`'s parser)."""
+"""The `squadqa index`, `ask`, `evaluate-open` and `fit-ask` commands (added to `squadqa.cli`'s
+parser)."""
 
 from __future__ import annotations
 
@@ -84,6 +85,11 @@ def _cmd_evaluate_open(args: argparse.Namespace) -> int:
         from squadqa.inference import QAPredictor
 
         predictor = QAPredictor.from_run_dir(args.model, runtime=args.runtime)
+    fusions = None
+    if args.fusion:
+        if predictor is None:
+            raise ValueError("--fusion weighs retrieval beside the reader: it needs --model")
+        fusions = [predictor.fusion_weights if f == "run" else _weights(f) for f in args.fusion]
     rows = evaluate_open(
         args.data,
         retrievers=args.retriever or RETRIEVERS,
@@ -93,9 +99,36 @@ def _cmd_evaluate_open(args: argparse.Namespace) -> int:
         max_questions=args.max_questions,
         index=load_index(args.index) if args.index else None,
         cache=args.cache,
+        fusions=fusions,
     )
+    _print_rows(rows, predictor is not None)
+    if predictor is not None and rows:
+        print(
+            f"{rows[0]['distinct_reads']} distinct (question, passage) pairs read for "
+            f"{sum(row.get('reads', row['questions']) for row in rows)} reads in the rows"
+            + (f"; {rows[0]['cached_reads']} of them from {args.cache}" if args.cache else "")
+        )
+    if args.out:
+        from squadqa.rundir import write_json
+
+        write_json(Path(args.out), rows)
+    return 0
+
+
+def _weights(text: str) -> dict[str, float]:
+    """--fusion's "BM25,DENSE" weights."""
+    try:
+        bm25, dense = (float(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError(
+            f"--fusion {text!r}: give the BM25 and dense weights as BM25,DENSE (e.g. 1,30) or `run`"
+        ) from None
+    return {"bm25": bm25, "dense": dense}
+
+
+def _print_rows(rows: list[dict], with_reader: bool) -> None:
     columns = ["setting", "retriever", "recall@1", "recall@5", "recall@20"]
-    columns += ["em", "f1", "s_per_question"] if predictor is not None else []
+    columns += ["bm25_weight", "dense_weight", "em", "f1", "s_per_question"] if with_reader else []
     columns += ["retrieval_s_per_question"]
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))
@@ -117,16 +150,53 @@ def _cmd_evaluate_open(args: argparse.Namespace) -> int:
         )
     if rows:
         print(f"{rows[-1]['questions']} questions; collection ready in {rows[-1]['index_s']:.1f}s")
-    if predictor is not None and rows:
-        print(
-            f"{rows[0]['distinct_reads']} distinct (question, passage) pairs read for "
-            f"{sum(row.get('reads', row['questions']) for row in rows)} reads in the rows"
-            + (f"; {rows[0]['cached_reads']} of them from {args.cache}" if args.cache else "")
-        )
-    if args.out:
-        from squadqa.rundir import write_json
 
-        write_json(Path(args.out), rows)
+
+def _cmd_fit_ask(args: argparse.Namespace) -> int:
+    squadqa.import_backend_only()
+    from squadqa.inference import QAPredictor
+    from squadqa.retrieval.evaluate import evaluate_open
+    from squadqa.retrieval.fusion import grid
+    from squadqa.retrieval.reads import sha256_of
+    from squadqa.rundir import ASK_FUSION, run_path, write_json
+
+    predictor = QAPredictor.from_run_dir(args.model, runtime=args.runtime)
+    rows = evaluate_open(
+        args.data,
+        retrievers=(args.retriever,),
+        settings=("collection",),
+        predictor=predictor,
+        passages=args.passages,
+        max_questions=args.max_questions,
+        index=load_index(args.index) if args.index else None,
+        cache=args.cache,
+        fusions=grid(),
+    )
+    _print_rows(rows, True)
+    fitted = rows[1:]  # after the given-paragraph row
+    best = max(fitted, key=lambda row: row["f1"])  # the first of equals: the smaller weights
+    out = Path(args.out) if args.out else run_path(args.model) / ASK_FUSION
+    record = {
+        "bm25": best["bm25_weight"],
+        "dense": best["dense_weight"],
+        "f1": best["f1"],
+        "em": best["em"],
+        "f1_reader_alone": fitted[0]["f1"],
+        "f1_given_paragraph": rows[0]["f1"],
+        "data": str(args.data),
+        "data_sha256": sha256_of([Path(args.data).read_bytes()]),
+        "questions": best["questions"],
+        "retriever": args.retriever,
+        "passages": args.passages,
+        "grid": [[r["bm25_weight"], r["dense_weight"], r["em"], r["f1"]] for r in fitted],
+    }
+    write_json(out, record)
+    print(
+        f"fitted on {best['questions']} questions of {args.data}: "
+        f"bm25 weight {best['bm25_weight']:g}, dense weight {best['dense_weight']:g}: "
+        f"F1 {best['f1']:.2f} (reader alone "
+        f"{fitted[0]['f1']:.2f}, given the paragraph {rows[0]['f1']:.2f}) -> {out}"
+    )
     return 0
 
 
@@ -197,5 +267,34 @@ def add_commands(
         help="with --model: keep the reader's readings in FILE (JSON lines, appended as they are "
         "read): a rerun resumes where it stopped and a finished one re-aggregates at once",
     )
+    eo.add_argument(
+        "--fusion",
+        action="append",
+        metavar="W",
+        help="with --model: weights of retrieval evidence beside the reader, BM25,DENSE (0,0: the "
+        "reader alone) or `run` (the reader's `squadqa fit-ask` weights, the default); repeatable, "
+        "one row each",
+    )
     add_runtime_argument(eo)
     eo.set_defaults(func=_cmd_evaluate_open)
+
+    fa = sub.add_parser(
+        "fit-ask",
+        help="fit how `ask` weighs retrieval beside a reader, on a train-split SQuAD file",
+    )
+    fa.add_argument("model", metavar="RUN_DIR", help="the reader: a run directory or builtin:NAME")
+    fa.add_argument(
+        "data",
+        metavar="DATA",
+        help="SQuAD v1.1 JSON of the train split (never the data you evaluate on), as a collection",
+    )
+    fa.add_argument(
+        "--index", metavar="INDEX", help="`squadqa index DATA`'s index (default: built in memory)"
+    )
+    fa.add_argument("--max-questions", type=int, default=1000, help="at an even stride")
+    fa.add_argument("--passages", type=int, default=5, help="passages read per question (K)")
+    fa.add_argument("--retriever", choices=RETRIEVERS, default="hybrid")
+    fa.add_argument("--cache", metavar="FILE", help="the readings, as evaluate-open's --cache")
+    fa.add_argument("--out", help="where to write the weights (default: RUN_DIR/ask_fusion.json)")
+    add_runtime_argument(fa)
+    fa.set_defaults(func=_cmd_fit_ask)

@@ -18,6 +18,9 @@ pairs of its batch; see `read_passages`). A row's seconds per question are its r
 its pairs' reading time (each pair's share of its batch's), as if it had read them alone.
 `cache`: the readings are appended to a reads file as they are made (`reads.ReadsFile`), so a
 killed evaluation resumes and a finished one re-aggregates without reading.
+`fusions`: the weights of retrieval evidence (`fusion`) each reader row is scored with, one row
+per weights (default: the reader's own, as `ask` uses them); `squadqa fit-ask` scores its grid
+this way, on one reading of each pair.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from squadqa.data import gold_answers, load_squad, spread
 from squadqa.evaluation import evaluate_v1
 from squadqa.retrieval.ask import answer_from, read_passages
 from squadqa.retrieval.documents import DEFAULT_MAX_CHARS, squad_documents
+from squadqa.retrieval.fusion import NONE, bonus, evidence, needs_vectors
 from squadqa.retrieval.index import RETRIEVERS, Index, build_collection, new_settings
 from squadqa.retrieval.reads import OWN_PARAGRAPH, Reading, ReadsFile, reader_digest, sha256_of
 
@@ -52,13 +56,14 @@ def evaluate_open(
     index: Index | None = None,
     cache: str | Path | None = None,
     read_batch: int = 128,
+    fusions: Sequence[dict[str, float] | None] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per (setting, retriever): recall@1/5/20, and EM / F1 with a `predictor`.
 
     `index`: one `squadqa index DATA` built (its passages and vectors are used, not rebuilt);
     without it the collection is built in memory. `cache`: the reads file (`reads.ReadsFile`)
     that keeps the reader's readings; `read_batch`: pairs read per `read_passages` call (and
-    appended to `cache` at once).
+    appended to `cache` at once). `fusions`: see the module docstring.
     """
     from tqdm import tqdm
 
@@ -78,6 +83,8 @@ def evaluate_open(
     if squad.version != "1.1":
         raise ValueError(f"{path}: SQuAD {squad.version}; evaluate-open scores v1.1 files")
     examples = squad.examples if max_questions is None else spread(squad.examples, max_questions)
+    if fusions is None:
+        fusions = [None if predictor is None else predictor.fusion_weights]
     dense = any(r != "bm25" for r in retrievers)
     started = time.perf_counter()
     if index is None:
@@ -113,11 +120,13 @@ def evaluate_open(
 
     questions = [e.question for e in examples]
     started = time.perf_counter()
-    vectors = index.query_vectors(questions) if dense else None
+    wanted = predictor is not None and index.has_vectors and any(map(needs_vectors, fusions))
+    vectors = index.query_vectors(questions) if dense or wanted else None
     encode_seconds = (time.perf_counter() - started) / max(len(questions), 1)
     depth = max(*RECALL_AT, passages)
     rows: list[dict[str, Any]] = []
     hits_of_rows: list[list[list[tuple[int, float]]]] = []
+    evidence_of_rows: list[list[np.ndarray]] = []  # per row, per question: its read passages'
     for setting in settings:
         subsets = [masks[a] for a in articles] if setting == "article" else None
         for retriever in retrievers:
@@ -155,6 +164,20 @@ def evaluate_open(
                 )
             rows.append(row)
             hits_of_rows.append(hits)
+            evidence_of_rows.append(
+                [
+                    evidence(
+                        index,
+                        question,
+                        [p for p, _ in h[:passages]],
+                        None if vectors is None else vectors[q],
+                        None if subsets is None else subsets[q],
+                    )
+                    for q, (question, h) in enumerate(zip(questions, hits, strict=True))
+                ]
+                if predictor is not None
+                else []
+            )
     if predictor is not None:
         # `search(question, passages)` is the first `passages` of `search(question, depth)`
         # (ranks are stable; hybrid fuses max(depth, FUSION_DEPTH) of each): what `ask` reads.
@@ -167,6 +190,8 @@ def evaluate_open(
             golds,
             rows,
             read,
+            evidence_of_rows,
+            fusions,
             passages,
             cache,
             read_batch,
@@ -185,14 +210,17 @@ def _with_reader(
     golds: Sequence[set[int]],
     rows: list[dict[str, Any]],
     hits_of_rows: Sequence[Sequence[Sequence[tuple[int, float]]]],
+    evidence_of_rows: Sequence[Sequence[np.ndarray]],
+    fusions: Sequence[dict[str, float] | None],
     passages: int,
     cache: str | Path | None,
     read_batch: int,
     progress: bool,
 ) -> list[dict[str, Any]]:
     """The given-paragraph row, then `rows` with EM / F1 of the answers `ask` gives from the
-    passages of `hits_of_rows` (each question's first `passages` hits, per row), every distinct
-    (question, passage) pair read once."""
+    passages of `hits_of_rows` (each question's first `passages` hits, per row; their
+    `evidence_of_rows`), one row per weights of `fusions`, every distinct (question, passage)
+    pair read once."""
     collection = index.collection
     # A question's own paragraph is read as the passage that is all of it, where there is one.
     own = [
@@ -250,30 +278,34 @@ def _with_reader(
         }
     ]
     temperature, top_map = predictor.span_config.temperature, predictor.top_map
-    for row, hits in zip(rows, hits_of_rows, strict=True):
-        answers, seconds = {}, 0.0
-        for example, h in zip(examples, hits, strict=True):
-            keys = [(example.id, p) for p, _ in h]
-            answer = answer_from(
-                index,
-                example.question,
-                h,
-                [spans(k) for k in keys],
-                temperature,
-                top_map,
-                top_k=1,
+    for row, hits, found in zip(rows, hits_of_rows, evidence_of_rows, strict=True):
+        for weights in fusions:
+            answers, seconds = {}, 0.0
+            for example, h, rows_of_passages in zip(examples, hits, found, strict=True):
+                keys = [(example.id, p) for p, _ in h]
+                answer = answer_from(
+                    index,
+                    example.question,
+                    h,
+                    [spans(k) for k in keys],
+                    temperature,
+                    top_map,
+                    top_k=1,
+                    bonuses=bonus(weights, rows_of_passages),
+                )
+                answers[example.id] = answer["text"]
+                seconds += sum(readings[k].seconds for k in keys)
+            reader_rows.append(
+                {
+                    **row,
+                    "reader_passages": passages,
+                    "bm25_weight": (weights or NONE)["bm25"],
+                    "dense_weight": (weights or NONE)["dense"],
+                    **_scores(examples, answers),
+                    "s_per_question": row["retrieval_s_per_question"] + seconds / n,
+                    "reads": sum(len(h) for h in hits),
+                }
             )
-            answers[example.id] = answer["text"]
-            seconds += sum(readings[k].seconds for k in keys)
-        reader_rows.append(
-            {
-                **row,
-                "reader_passages": passages,
-                **_scores(examples, answers),
-                "s_per_question": row["retrieval_s_per_question"] + seconds / n,
-                "reads": sum(len(h) for h in hits),
-            }
-        )
     for row in reader_rows:
         row["distinct_reads"], row["cached_reads"] = len(order), cached
     return reader_rows
