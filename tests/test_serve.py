@@ -424,6 +424,41 @@ def test_requests_beyond_max_queue_get_503_at_once():
         asyncio.run(asyncio.wait_for(flood(url), timeout=120))
 
 
+class _CountingPredictor(FakePredictor):
+    """A fake model that records how many calls are inside it at once."""
+
+    def __init__(self, batching: bool) -> None:
+        super().__init__()
+        self.batching, self.inside, self.most, self.lock = batching, 0, 0, threading.Lock()
+
+    def answer(self, context: str, questions: list[str], top_k: int = 3) -> list[dict]:
+        with self.lock:
+            self.inside += 1
+            self.most = max(self.most, self.inside)
+        time.sleep(0.05)  # long enough for the other requests to arrive meanwhile
+        with self.lock:
+            self.inside -= 1
+        return super().answer(context, questions, top_k)
+
+
+@pytest.mark.parametrize("batching", [False, True])
+def test_an_unbatched_model_gets_one_request_at_a_time(batching: bool) -> None:
+    """Unbatched, accepted requests wait their turn on the event loop, not in 8 worker threads
+    contending for the GIL with it; a batching predictor gets them together (its batcher must
+    see them at once). Every request is answered either way."""
+    model = _CountingPredictor(batching)
+
+    async def burst(url: str) -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+            body = {"context": CONTEXT, "question": "Who?"}
+            return await asyncio.gather(*(http.post("/v1/answer", json=body) for _ in range(8)))
+
+    with serve_in_thread(create_app(model, LIMITS)) as url:
+        responses = asyncio.run(burst(url))
+    assert [r.status_code for r in responses] == [200] * 8
+    assert (model.most == 1) if not batching else (model.most > 1)
+
+
 linux_only = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="a thread's niceness is set on Linux only"
 )

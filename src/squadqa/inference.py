@@ -134,6 +134,11 @@ class QAPredictor:
         self._lock = threading.Lock()
         self._batcher: Any = None  # `batch_requests`; None: one request at a time, behind a lock
 
+    @property
+    def batching(self) -> bool:
+        """Whether concurrent `answer` calls meet in a batcher (`batch_requests`)."""
+        return self._batcher is not None
+
     def batch_requests(self, batcher: Any) -> None:
         """From now on `answer` hands its windows to `batcher` (`squadqa serve`'s
         `RequestBatcher`, built on `logits`), which runs concurrent requests' windows in one

@@ -19,7 +19,10 @@ Every bad request gets a JSON error naming what is wrong, never a 500 or a hang:
 
 The model runs in Starlette's thread pool (`priority.in_model_thread`), at a lower CPU priority
 than the event loop, so the event loop keeps serving health checks and refusing overload at once
-while it computes; `QAPredictor` serialises calls into the Keras model with its own lock.
+while it computes; `QAPredictor` serialises calls into the Keras model with its own lock. Without
+`--batch-requests`, accepted requests also take their turn on the event loop (`model_turns`)
+before entering a worker thread: one at a time, as the model answers them, instead of up to 32
+threads tokenising at once and holding the GIL the event loop needs to refuse the next request.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import threading
 import time
 import typing
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from importlib import resources
@@ -732,6 +735,7 @@ def create_app(
     )
     admission = Admission(limits.max_queue)
     app.state.predictor, app.state.limits, app.state.admission = predictor, limits, admission
+    run_model = model_turns(predictor)
     # The last added runs first: the body is read (and limited) before admission.
     app.add_middleware(admission.gate, method="POST", path=ANSWER_PATH)
     app.add_middleware(admission.gate, method="POST", path=EXPLAIN_PATH)
@@ -812,7 +816,7 @@ def create_app(
     async def answer(request: AnswerRequest) -> Any:
         """Answer one or several questions about a context with spans of it."""
         questions = _questions(request, limits)
-        answers = await in_model_thread(predictor.answer, request.context, questions, request.top_k)
+        answers = await run_model(predictor.answer, request.context, questions, request.top_k)
         return {"model": predictor.name, "answers": answers}
 
     explain_responses = {
@@ -833,7 +837,7 @@ def create_app(
             )
             return _error(501, "not_implemented", message)
         try:
-            return await in_model_thread(
+            return await run_model(
                 explainer.explain,
                 request.context,
                 request.question,
@@ -891,7 +895,7 @@ def create_app(
                 "--no-dense): use bm25"
             )
             raise ApiError(422, "retriever", message)
-        return await in_model_thread(ask_index, request, retriever)
+        return await run_model(ask_index, request, retriever)
 
     # HEAD answers like GET without the body (uvicorn drops it); left out of the schema, where
     # HTTP implies it.
@@ -949,6 +953,26 @@ def json_bad_request_protocol(parser: str = "auto") -> type[asyncio.Protocol]:
             self.transport.close()
 
     return JsonBadRequestProtocol
+
+
+def model_turns(predictor: Predictor) -> Callable[..., Awaitable[Any]]:
+    """How the app calls the model: `in_model_thread`, one call at a time unless the predictor
+    batches concurrent requests (`QAPredictor.batching`: they must meet in the batcher).
+
+    Why: an unbatched predictor answers one request at a time behind its lock anyway, so more
+    requests in worker threads only contend for the GIL with the event loop, which then refuses
+    overload late (`benchmarks/overload.py --no-batch`, docs/results.md); waiting on an
+    `asyncio.Semaphore` costs the event loop nothing.
+    """
+    if getattr(predictor, "batching", False):
+        return in_model_thread
+    turn = asyncio.Semaphore(1)
+
+    async def one_at_a_time(fn: Callable[..., Any], *args: object) -> Any:
+        async with turn:
+            return await in_model_thread(fn, *args)
+
+    return one_at_a_time
 
 
 def run(
