@@ -144,7 +144,7 @@ def evaluate_open(
                 )
             ]
             seconds = (time.perf_counter() - started) / max(len(questions), 1)
-            if retriever != "bm25":
+            if retriever != "bm25" or wanted:  # the question's vector: for search or evidence
                 seconds += encode_seconds
             row: dict[str, Any] = {
                 "setting": setting,
