@@ -17,9 +17,10 @@ from __future__ import annotations
 import argparse
 import time
 
-from squadqa.data import Example, gold_answers, load_squad, spread
+from squadqa.data import gold_answers, load_squad, spread
 from squadqa.evaluation import evaluate_v1
 from squadqa.inference import QAPredictor
+from squadqa.retrieval.ask import read_passages
 from squadqa.retrieval.index import RETRIEVERS, load_index
 
 
@@ -45,20 +46,16 @@ def main() -> None:
         hits = index.search(
             example.question, args.passages, args.retriever, None if vectors is None else vectors[q]
         )
-        texts = [index.collection.passage_text(p) for p, _ in hits] + [example.context]
-        read = predictor.read(
-            [Example(str(i), "", text, example.question, ()) for i, text in enumerate(texts)]
-        )
-        answers["given paragraph"][example.id] = read.answers[str(len(hits))]
+        pairs = [(example.question, index.collection.passage_text(p)) for p, _ in hits]
+        *readings, given = read_passages(predictor, [*pairs, (example.question, example.context)])
+        answers["given paragraph"][example.id] = given[0].text if given else ""
         best: dict[str, tuple[float, str]] = {}
-        for i in range(len(hits)):
-            ranked = read.nbest[str(i)]
-            if not ranked:
-                continue
-            null = read.null_scores[str(i)] + ranked[0].score  # the passage's [CLS] score
-            for way, score in (("raw", ranked[0].score), ("relative", ranked[0].score - null)):
+        for ranked in filter(None, readings):  # each passage's spans, relative to its null score
+            top = ranked[0]
+            raw = top.start_logit + top.end_logit  # its score before the null is taken off
+            for way, score in (("raw", raw), ("relative", top.score)):
                 if way not in best or score > best[way][0]:
-                    best[way] = (score, ranked[0].text)
+                    best[way] = (score, top.text)
         for way in ("raw", "relative"):
             answers[way][example.id] = best.get(way, (0.0, ""))[1]
     seconds = time.perf_counter() - started
