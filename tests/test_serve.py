@@ -429,14 +429,17 @@ class _CountingPredictor(FakePredictor):
 
     def __init__(self, batching: bool) -> None:
         super().__init__()
-        self.batching, self.inside, self.most, self.lock = batching, 0, 0, threading.Lock()
+        self.batching, self.inside, self.most = batching, 0, 0
+        self.changed = threading.Condition()
 
     def answer(self, context: str, questions: list[str], top_k: int = 3) -> list[dict]:
-        with self.lock:
+        with self.changed:
             self.inside += 1
             self.most = max(self.most, self.inside)
-        time.sleep(0.05)  # long enough for the other requests to arrive meanwhile
-        with self.lock:
+            self.changed.notify_all()
+            # Stay until a second call is inside (at once where the app lets two in), or 0.25 s
+            # (where it lets one in at a time): not a race against the other requests' arrival.
+            self.changed.wait_for(lambda: self.most > 1, timeout=0.25)
             self.inside -= 1
         return super().answer(context, questions, top_k)
 
