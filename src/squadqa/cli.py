@@ -238,9 +238,9 @@ def _cmd_runs(args: argparse.Namespace) -> int:
 
 
 def _cmd_curve(args: argparse.Namespace) -> int:
-    from squadqa.curve import curve_command
+    from squadqa.curve import curve_command, parse_sizes
 
-    sizes = [int(n) for n in args.articles.split(",") if n.strip()]
+    sizes = parse_sizes(args.articles or "")
     return curve_command(args.config, sizes, args.runs_dir, args.set or [], not args.no_train)
 
 
@@ -674,10 +674,13 @@ def build_parser() -> argparse.ArgumentParser:
         "curve", help="dev F1 / EM vs train size: one run per (config, first N articles)"
     )
     cu.add_argument(
-        "--config", action="append", required=True, help="a config per model family (repeatable)"
+        "--config",
+        action="append",
+        required=True,
+        help="a config per model family (repeatable); PATH@N,N gives it its own sizes",
     )
     cu.add_argument(
-        "--articles", required=True, help="comma-separated train sizes in articles, e.g. 4,11,44"
+        "--articles", help="comma-separated train sizes in articles, e.g. 4,11,44 (every config)"
     )
     cu.add_argument("--set", action="append", metavar="KEY=VALUE", help="override for every run")
     cu.add_argument("--runs-dir", default="runs/curve")

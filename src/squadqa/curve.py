@@ -3,9 +3,10 @@
 Each config (a model family: from scratch, pretrained...) is trained on the first N articles of
 its train file for every N asked (`data.max_train_articles`: nested subsets, each a superset of
 the last), as runs `<runs_dir>/<config name>-a<N>`. A finished point is never redone; an
-interrupted one is resumed (`--resume`: from its last epoch checkpoint), so the command can be
+interrupted one is resumed (`--resume`: from its last checkpoint), so the command can be
 killed and rerun. Then `curve.md` (a table) and `curve.png` (F1 and EM vs train questions, log x,
-one line per config, finished points only) are written to `runs_dir`, read back from the run
+one line per config through its finished points; a point not finished is a hollow marker at its
+best epoch so far) are written to `runs_dir`, read back from the run
 directories. `--no-train` writes them from what is on disk without training anything: a curve
 whose points ran in several processes or on several machines, or one still running.
 """
@@ -55,24 +56,24 @@ def run_point(config: RunConfig, articles: int, runs_dir: Path, train: bool = Tr
 
 
 def run_curve(
-    configs: Sequence[RunConfig],
-    articles: Sequence[int],
+    families: Sequence[tuple[RunConfig, Sequence[int]]],
     runs_dir: str | os.PathLike[str],
     train: bool = True,
 ) -> list[tuple[RunConfig, int, RunRow]]:
-    """Every (config, size) point, smallest first (read only, with `train=False`); then the
-    table and the plot."""
-    if not configs or not articles:
-        raise ValueError("a curve needs at least one config and one --articles size")
-    if any(n < 1 for n in articles):
-        raise ValueError(f"--articles sizes must be at least 1, got {list(articles)}")
-    names = [c.name for c in configs]
+    """Every (config, size) point, each config's sizes smallest first (read only, with
+    `train=False`); then the table and the plot."""
+    if not families or not all(sizes for _, sizes in families):
+        raise ValueError("a curve needs at least one config and one --articles size for each")
+    sizes = [n for _, family_sizes in families for n in family_sizes]
+    if any(n < 1 for n in sizes):
+        raise ValueError(f"--articles sizes must be at least 1, got {sizes}")
+    names = [c.name for c, _ in families]
     if len(set(names)) != len(names):
         raise ValueError(f"configs need distinct names (run names come from them): {names}")
     runs_dir = Path(runs_dir)
     runs_dir.mkdir(parents=True, exist_ok=True)
     points = [
-        (c, n, run_point(c, n, runs_dir, train)) for c in configs for n in sorted(set(articles))
+        (c, n, run_point(c, n, runs_dir, train)) for c, ns in families for n in sorted(set(ns))
     ]
     rundir.write_text(runs_dir / CURVE_TABLE, format_curve(points))
     plot_curve(points, runs_dir / CURVE_PLOT)
@@ -84,17 +85,39 @@ def format_curve(points: Sequence[tuple[RunConfig, int, RunRow]]) -> str:
         return f"{x:.2f}" if isinstance(x, int | float) else "-"
 
     lines = [
-        "| config | articles | train questions | dev EM | dev F1 | best epoch | wall time | run "
-        "| status |",
-        "|---|---:|---:|---:|---:|---:|---:|---|---|",
+        "| config | articles | train questions | dev EM | dev F1 | best epoch | epochs run "
+        "| wall time | run | status |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for config, n, row in points:
+        run = f"{row.epochs_run or 0}/{row.epochs_planned}" if row.epochs_planned else "-"
         lines.append(
             f"| {config.name} | {n} | {row.train_examples or '-'} | {num(row.best_dev_em)} | "
-            f"{num(row.best_dev_f1)} | {row.best_epoch or '-'} | "
+            f"{num(row.best_dev_f1)} | {row.best_epoch or '-'} | {run} | "
             f"{humanize_duration(row.wall_time_s)} | {row.name} | {row.status} |"
         )
     return "\n".join(lines) + "\n"
+
+
+Series = dict[str, tuple[list[tuple[int, float]], list[tuple[int, float]]]]
+
+
+def curve_series(points: Sequence[tuple[RunConfig, int, RunRow]], key: str) -> Series:
+    """Per config, (finished points, unfinished points) as (train questions, `key`), x ascending.
+
+    A point stopped (or crashed, or still running) before its last epoch has a score, its best
+    epoch so far, but not the one the recipe gives: the plot shows it apart, never on the line.
+    """
+    series: Series = {}
+    for config, _, row in points:
+        finished, partial = series.setdefault(config.name, ([], []))
+        score = getattr(row, key)
+        if row.train_examples and score is not None:
+            (finished if row.status in DONE else partial).append((row.train_examples, score))
+    for finished, partial in series.values():
+        finished.sort()
+        partial.sort()
+    return series
 
 
 def plot_curve(points: Sequence[tuple[RunConfig, int, RunRow]], path: Path) -> None:
@@ -104,22 +127,22 @@ def plot_curve(points: Sequence[tuple[RunConfig, int, RunRow]], path: Path) -> N
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), sharey=True, layout="constrained")
-    families = list(dict.fromkeys(c.name for c, _, _ in points))
     for ax, (key, label) in zip(
         axes, (("best_dev_f1", "dev F1"), ("best_dev_em", "dev EM")), strict=True
     ):
-        for family in families:
-            xy = [
-                (row.train_examples, getattr(row, key))
-                for c, _, row in points
-                if c.name == family
-                and row.status in DONE
-                and row.train_examples
-                and getattr(row, key) is not None
-            ]
-            if xy:
-                xs, ys = zip(*sorted(xy), strict=True)
-                ax.plot(xs, ys, marker="o", label=family)
+        for family, (finished, partial) in curve_series(points, key).items():
+            xs, ys = zip(*finished, strict=True) if finished else ((), ())
+            # An underscore keeps a family with no finished point out of the legend.
+            (line,) = ax.plot(xs, ys, marker="o", label=family if finished else f"_{family}")
+            if partial:
+                ax.plot(
+                    *zip(*partial, strict=True),
+                    linestyle="none",
+                    marker="o",
+                    markerfacecolor="none",
+                    color=line.get_color(),
+                    label=f"{family} (unfinished: best epoch so far)",
+                )
         ax.set_xscale("log")
         ax.set_xlabel("train questions (first N articles, nested)")
         ax.set_ylabel(label)
@@ -130,6 +153,14 @@ def plot_curve(points: Sequence[tuple[RunConfig, int, RunRow]], path: Path) -> N
     plt.close(fig)
 
 
+def parse_sizes(text: str) -> list[int]:
+    """ "9,46,110" -> [9, 46, 110]."""
+    try:
+        return [int(n) for n in text.split(",") if n.strip()]
+    except ValueError:
+        raise ValueError(f"--articles: comma-separated whole numbers, got {text!r}") from None
+
+
 def curve_command(
     config_paths: Sequence[str],
     articles: Sequence[int],
@@ -137,8 +168,16 @@ def curve_command(
     overrides: Sequence[str] = (),
     train: bool = True,
 ) -> int:
-    configs = [load_config(p, list(overrides)) for p in config_paths]
-    points = run_curve(configs, articles, runs_dir, train)
+    """`PATH@9,46` gives that config its own sizes (a family measured at some sizes only, such as
+    a recipe for the whole train set); a plain PATH takes `articles`."""
+    families = []
+    for spec in config_paths:
+        path, at, own = spec.rpartition("@") if "@" in spec else (spec, "", "")
+        sizes = parse_sizes(own) if at else list(articles)
+        if not sizes:
+            raise ValueError(f"--config {spec}: no sizes; give --articles or {spec}@N,N")
+        families.append((load_config(path, list(overrides)), sizes))
+    points = run_curve(families, runs_dir, train)
     print(format_curve(points), end="")
     print(f"wrote {Path(runs_dir) / CURVE_TABLE} and {Path(runs_dir) / CURVE_PLOT}")
     return 0
