@@ -152,5 +152,5 @@ def test_curve_gives_each_config_its_sizes_and_sets_unfinished_points_apart(tmp_
 
     with pytest.raises(ValueError, match="no sizes"):
         curve_command([configs[0]], [], str(runs), train=False)
-    with pytest.raises(ValueError, match="whole numbers"):
+    with pytest.raises(ValueError, match=r"--config .*small\.toml@4,x: comma-separated whole"):
         curve_command([configs[0] + "@4,x"], [], str(runs), train=False)

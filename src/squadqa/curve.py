@@ -153,12 +153,12 @@ def plot_curve(points: Sequence[tuple[RunConfig, int, RunRow]], path: Path) -> N
     plt.close(fig)
 
 
-def parse_sizes(text: str) -> list[int]:
-    """ "9,46,110" -> [9, 46, 110]."""
+def parse_sizes(text: str, where: str = "--articles") -> list[int]:
+    """Sizes as the command line gives them: "9,46,110" -> [9, 46, 110]."""
     try:
         return [int(n) for n in text.split(",") if n.strip()]
     except ValueError:
-        raise ValueError(f"--articles: comma-separated whole numbers, got {text!r}") from None
+        raise ValueError(f"{where}: comma-separated whole numbers, got {text!r}") from None
 
 
 def curve_command(
@@ -173,7 +173,7 @@ def curve_command(
     families = []
     for spec in config_paths:
         path, at, own = spec.rpartition("@") if "@" in spec else (spec, "", "")
-        sizes = parse_sizes(own) if at else list(articles)
+        sizes = parse_sizes(own, f"--config {spec}") if at else list(articles)
         if not sizes:
             raise ValueError(f"--config {spec}: no sizes; give --articles or {spec}@N,N")
         families.append((load_config(path, list(overrides)), sizes))
